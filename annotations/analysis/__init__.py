@@ -1,0 +1,1 @@
+"""Statistics core for rating analysis: plain pandas/numpy/scipy, no Django imports."""

@@ -1,0 +1,1 @@
+"""Machine-learning core of the distillation pipeline: plain Python, no Django imports."""

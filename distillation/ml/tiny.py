@@ -1,0 +1,73 @@
+"""Tiny randomly initialised models built from a config, with a byte tokenizer: no download needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TINY_ID = "tiny"
+
+
+@dataclass(frozen=True)
+class TinySize:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 128
+
+
+def build_byte_tokenizer() -> Any:
+    """A byte-level tokenizer (ByT5's): it is defined by code, not by a vocabulary file."""
+    from transformers import ByT5Tokenizer
+
+    tokenizer = ByT5Tokenizer()
+    # Decoder-only generation pads on the left so every prompt ends where generation starts.
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def build_tiny_seq2seq(seed: int = 0, size: TinySize = TinySize()) -> tuple[Any, Any]:
+    """A tiny T5 (encoder-decoder) student and its tokenizer."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = build_byte_tokenizer()
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=size.d_model,
+        d_kv=size.d_model // size.n_heads,
+        d_ff=size.d_ff,
+        num_layers=size.n_layers,
+        num_decoder_layers=size.n_layers,
+        num_heads=size.n_heads,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    return model, tokenizer
+
+
+def build_tiny_causal_lm(seed: int = 0, size: TinySize = TinySize(), max_positions: int = 2048) -> tuple[Any, Any]:
+    """A tiny GPT-2 (decoder-only) model and its tokenizer, for teachers and decoder-only students."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_byte_tokenizer()
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=max_positions,
+        n_embd=size.d_model,
+        n_layer=size.n_layers,
+        n_head=size.n_heads,
+        n_inner=size.d_ff,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    return model, tokenizer

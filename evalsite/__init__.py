@@ -1,0 +1,1 @@
+"""evalsite: distil LLMs into small students and evaluate their explanations with people."""

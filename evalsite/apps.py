@@ -1,0 +1,8 @@
+"""App config for the project-level app that holds job records."""
+
+from django.apps import AppConfig
+
+
+class EvalsiteConfig(AppConfig):
+    name = "evalsite"
+    verbose_name = "Jobs"

@@ -1,0 +1,140 @@
+"""Jobs run on the real Redis through a burst worker, in a background thread, and in the foreground."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from evalsite.jobs import QueueUnavailable, enqueue_job, execute_job, get_queue, request_cancel, run_in_foreground
+from evalsite.models import Job
+
+
+def wait_until_finished(job: Job, timeout: float = 20.0) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if not job.is_active:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job.pk} still {job.status} after {timeout}s")
+
+
+@pytest.fixture
+def redis_queue(settings):
+    """Point the site at the real Redis with a queue of this test's own."""
+    settings.REDIS_URL = settings.TEST_REDIS_URL
+    settings.EVALSITE_QUEUE = f"test-{uuid.uuid4().hex[:8]}"
+    queue = get_queue()
+    yield queue
+    queue.delete(delete_jobs=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueued_job_runs_on_a_burst_worker_and_reports_progress(redis_queue):
+    from rq import SimpleWorker
+
+    job = enqueue_job(kind="count", function="tests.job_functions.count_to", params={"n": 7, "stage": "tally"})
+    job.refresh_from_db()
+    assert job.runner == Job.Runner.RQ
+    assert job.status == Job.Status.QUEUED
+    assert job.rq_job_id, "the job was pushed to Redis after commit"
+    assert redis_queue.count == 1
+
+    SimpleWorker([redis_queue], connection=redis_queue.connection).work(burst=True)
+
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE
+    assert (job.done, job.total, job.stage) == (7, 7, "tally")
+    assert job.result == {"counted": 7}
+    assert job.started_at and job.finished_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failure_on_a_worker_is_stored_with_its_traceback(redis_queue):
+    from rq import SimpleWorker
+
+    job = enqueue_job(kind="fail", function="tests.job_functions.fail_halfway", params={"n": 10})
+    SimpleWorker([redis_queue], connection=redis_queue.connection).work(burst=True)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert "ValueError: broke at 5" in job.error
+    assert job.done == 5
+    assert job.message == "ValueError: broke at 5"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_redis_url_the_job_runs_in_a_background_thread(settings):
+    settings.REDIS_URL = ""
+    job = enqueue_job(kind="count", function="tests.job_functions.count_to", params={"n": 5})
+    assert job.runner == Job.Runner.THREAD
+    job = wait_until_finished(job)
+    assert job.status == Job.Status.DONE
+    assert (job.done, job.total) == (5, 5)
+    assert job.result == {"counted": 5}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_is_an_error_not_a_silent_fallback(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    with pytest.raises(QueueUnavailable, match="Redis does not answer"):
+        enqueue_job(kind="count", function="tests.job_functions.count_to", params={"n": 1})
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_stops_when_cancelled(settings):
+    settings.REDIS_URL = ""
+    job = enqueue_job(kind="wait", function="tests.job_functions.wait_for_cancel", params={"seconds": 30})
+    deadline = time.monotonic() + 10
+    while Job.objects.get(pk=job.pk).status != Job.Status.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert request_cancel(Job.objects.get(pk=job.pk))
+    job = wait_until_finished(job, timeout=10)
+    assert job.status == Job.Status.CANCELLED
+
+
+@pytest.mark.django_db
+def test_foreground_job_echoes_progress_and_raises_on_failure():
+    seen = []
+    job = run_in_foreground(
+        kind="count",
+        function="tests.job_functions.count_to",
+        params={"n": 3},
+        echo=lambda done, total, stage, message: seen.append((done, total, stage)),
+    )
+    assert job.status == Job.Status.DONE
+    assert seen == [(1, 3, "counting"), (2, 3, "counting"), (3, 3, "counting")]
+
+    with pytest.raises(ValueError, match="broke at 2"):
+        run_in_foreground(kind="fail", function="tests.job_functions.fail_halfway", params={"n": 4})
+    failed = Job.objects.get(kind="fail")
+    assert failed.status == Job.Status.FAILED and "Traceback" in failed.error
+
+
+@pytest.mark.django_db
+def test_a_finished_job_is_not_run_twice():
+    job = run_in_foreground(kind="count", function="tests.job_functions.count_to", params={"n": 2})
+    again = execute_job(job.pk)
+    assert again.status == Job.Status.DONE and again.finished_at == job.finished_at
+
+
+@pytest.mark.django_db
+def test_an_unknown_function_is_refused_before_anything_runs():
+    with pytest.raises((ImportError, AttributeError)):
+        run_in_foreground(kind="x", function="tests.job_functions.no_such_function", params={})
+    assert not Job.objects.exists()
+
+
+@override_settings(REDIS_URL="")
+def test_job_eta_comes_from_the_rate_of_the_current_stage():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = Job(status=Job.Status.RUNNING, done=50, total=150, stage_started_done=0)
+    job.stage_started_at = timezone.now() - timedelta(seconds=10)
+    assert job.rate_per_second == pytest.approx(5.0, rel=0.05)
+    assert job.eta.total_seconds() == pytest.approx(20.0, rel=0.05)
