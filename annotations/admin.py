@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html
 
 from annotations.models import (
     AnalysisReport,
     Annotator,
     Assignment,
-    BlockedWorker,
     Condition,
     Construct,
-    CrowdBatch,
-    CrowdSubmission,
-    CrowdTask,
     Explanation,
     Item,
     Rating,
     Study,
 )
+from annotations.services.studies import study_open
 
 
 class ConstructInline(admin.TabularInline):
@@ -39,6 +39,29 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ["slug", "title"]
     inlines = [ConstructInline, ConditionInline]
     prepopulated_fields = {"slug": ["title"]}
+    actions = ["open_studies", "close_studies"]
+
+    def get_list_display(self, request):
+        return [*self.list_display, "dashboard_link"]
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, study: Study) -> str:
+        return format_html('<a href="{}">dashboard</a>', reverse("annotations:dashboard", args=[study.slug]))
+
+    @admin.action(description="Open selected studies to annotators")
+    def open_studies(self, request, queryset):
+        for study in queryset:
+            try:
+                study_open(study=study)
+            except ValidationError as exc:
+                self.message_user(request, f"{study.slug}: {'; '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, f"{study.slug} is open.", messages.SUCCESS)
+
+    @admin.action(description="Close selected studies")
+    def close_studies(self, request, queryset):
+        closed = queryset.update(status=Study.Status.CLOSED)
+        self.message_user(request, f"Closed {closed} stud{'y' if closed == 1 else 'ies'}.", messages.SUCCESS)
 
 
 @admin.register(Construct)
@@ -105,36 +128,11 @@ class RatingAdmin(admin.ModelAdmin):
     raw_id_fields = ["annotator", "explanation", "construct", "assignment"]
 
 
-class CrowdTaskInline(admin.TabularInline):
-    model = CrowdTask
-    extra = 0
-    readonly_fields = ["intent_key", "external_id", "max_assignments", "status", "created_at", "published_at"]
-
-
-@admin.register(CrowdBatch)
-class CrowdBatchAdmin(admin.ModelAdmin):
-    list_display = ["id", "study", "platform", "sandbox", "status", "reward_cents", "n_tasks", "assignments_per_task"]
-    list_filter = ["platform", "sandbox", "status"]
-    search_fields = ["title", "external_id", "study__slug"]
-    inlines = [CrowdTaskInline]
-
-
-@admin.register(CrowdSubmission)
-class CrowdSubmissionAdmin(admin.ModelAdmin):
-    list_display = ["worker_id", "batch", "status", "bonus_cents", "submitted_at", "reviewed_at"]
-    list_filter = ["status", "batch__platform", "batch"]
-    search_fields = ["worker_id", "external_assignment_id"]
-    raw_id_fields = ["batch", "task", "annotator"]
-
-
-@admin.register(BlockedWorker)
-class BlockedWorkerAdmin(admin.ModelAdmin):
-    list_display = ["worker_id", "platform", "reason", "created_at"]
-    list_filter = ["platform"]
-    search_fields = ["worker_id", "reason"]
-
-
 @admin.register(AnalysisReport)
 class AnalysisReportAdmin(admin.ModelAdmin):
     list_display = ["id", "study", "reference", "created_at"]
     list_filter = ["study"]
+
+
+# Crowd-platform admin lives in its own module; importing it registers it.
+from annotations import crowd_admin  # noqa: E402,F401

@@ -115,6 +115,8 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+# Without collectstatic (development, tests) whitenoise serves straight from the app folders.
+WHITENOISE_USE_FINDERS = DEBUG
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
 
@@ -138,6 +140,8 @@ MTURK_ENDPOINT_URL = os.environ.get("MTURK_ENDPOINT_URL", "")
 MTURK_REGION = os.environ.get("MTURK_REGION", "us-east-1")
 PROLIFIC_API_TOKEN = os.environ.get("PROLIFIC_API_TOKEN", "")
 PROLIFIC_API_URL = os.environ.get("PROLIFIC_API_URL", "https://api.prolific.com/api/v1/")
+# Where MTurk may send workers back to (turkSubmitTo); anything else is refused as forged.
+MTURK_SUBMIT_ORIGINS = env_list("MTURK_SUBMIT_ORIGINS", "https://www.mturk.com,https://workersandbox.mturk.com")
 # The public base URL annotators reach (used in HIT ExternalQuestion and Prolific study URLs).
 EVALSITE_PUBLIC_URL = os.environ.get("EVALSITE_PUBLIC_URL", "http://127.0.0.1:8000")
 

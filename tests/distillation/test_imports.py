@@ -12,7 +12,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from distillation.models import Question, TeacherOutput, TeacherRun
+from distillation.models import Dataset, Question, Teacher, TeacherOutput, TeacherRun
+from evalsite.models import Job
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +46,13 @@ def imported_cqa(django_db_setup, django_db_blocker, data_dir):
     with django_db_blocker.unblock():
         first = run("import_cqa", "--path", str(data_dir / "cqa"))
         yield first
+        # Made outside any test's transaction, so removed by hand for the modules that follow.
+        TeacherOutput.objects.all().delete()
+        TeacherRun.objects.all().delete()
+        Teacher.objects.all().delete()
         Question.objects.all().delete()
+        Dataset.objects.all().delete()
+        Job.objects.all().delete()
 
 
 def test_cqa_import_stores_every_question_once(imported_cqa, data_dir):

@@ -1,4 +1,4 @@
-"""Studies, their explanations, annotators, assignments, ratings and crowd-platform batches."""
+"""Studies, their constructs, conditions, items and explanations; annotators, assignments and ratings."""
 
 from __future__ import annotations
 
@@ -305,112 +305,6 @@ class Rating(models.Model):
     def clean(self) -> None:
         if self.construct_id and self.value is not None and not 1 <= self.value <= self.construct.scale_size:
             raise ValidationError({"value": f"Must be between 1 and {self.construct.scale_size}."})
-
-
-class CrowdPlatform(models.TextChoices):
-    MTURK = "mturk", "Amazon Mechanical Turk"
-    PROLIFIC = "prolific", "Prolific"
-    MANUAL = "manual", "manual (link and completion code)"
-
-
-class CrowdBatch(models.Model):
-    class Status(models.TextChoices):
-        DRAFT = "draft", "draft"
-        LAUNCHING = "launching", "launching"
-        LIVE = "live", "live"
-        EXPIRED = "expired", "expired"
-        COMPLETED = "completed", "completed"
-        FAILED = "failed", "failed"
-
-    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="crowd_batches")
-    platform = models.CharField(max_length=16, choices=CrowdPlatform.choices)
-    sandbox = models.BooleanField(default=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT, db_index=True)
-    title = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
-    reward_cents = models.PositiveIntegerField(help_text="Per assignment, in US cents.")
-    assignments_per_task = models.PositiveSmallIntegerField(default=9)
-    n_tasks = models.PositiveIntegerField(default=1, help_text="HITs (MTurk) or 1 (Prolific).")
-    fee_rate = models.DecimalField(max_digits=5, decimal_places=3, default=0.2)
-    params = models.JSONField(default=dict, blank=True, help_text="Qualifications, durations, keywords, ...")
-    external_id = models.CharField(max_length=128, blank=True, help_text="HIT type id or Prolific study id.")
-    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    launched_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name_plural = "crowd batches"
-
-    def __str__(self) -> str:
-        return f"{self.platform} batch #{self.pk} for {self.study.slug}"
-
-
-class CrowdTask(models.Model):
-    """A HIT on MTurk (or the study on Prolific). ``intent_key`` is written before the platform call."""
-
-    batch = models.ForeignKey(CrowdBatch, on_delete=models.CASCADE, related_name="tasks")
-    intent_key = models.CharField(max_length=64, unique=True, help_text="Our idempotency key for the create call.")
-    external_id = models.CharField(max_length=128, blank=True, db_index=True)
-    max_assignments = models.PositiveSmallIntegerField()
-    status = models.CharField(max_length=24, default="intended")
-    created_at = models.DateTimeField(auto_now_add=True)
-    published_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["batch", "id"]
-
-    def __str__(self) -> str:
-        return self.external_id or self.intent_key
-
-
-class CrowdSubmission(models.Model):
-    class Status(models.TextChoices):
-        SUBMITTED = "submitted", "submitted"
-        APPROVED = "approved", "approved"
-        REJECTED = "rejected", "rejected"
-        RETURNED = "returned", "returned"
-
-    batch = models.ForeignKey(CrowdBatch, on_delete=models.CASCADE, related_name="submissions")
-    task = models.ForeignKey(CrowdTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="submissions")
-    annotator = models.ForeignKey(
-        Annotator, null=True, blank=True, on_delete=models.SET_NULL, related_name="crowd_submissions"
-    )
-    worker_id = models.CharField(max_length=128, db_index=True)
-    external_assignment_id = models.CharField(max_length=128)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.SUBMITTED)
-    flags = models.JSONField(default=dict, blank=True, help_text="attention_failed, too_fast, incomplete, ...")
-    feedback = models.TextField(blank=True)
-    bonus_cents = models.PositiveIntegerField(default=0)
-    bonus_token = models.CharField(max_length=64, blank=True)
-    bonus_paid_at = models.DateTimeField(null=True, blank=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    reviewed_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["batch", "submitted_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["batch", "external_assignment_id"], name="crowd_submission_unique_assignment"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.worker_id} in batch {self.batch_id}"
-
-
-class BlockedWorker(models.Model):
-    platform = models.CharField(max_length=16, choices=CrowdPlatform.choices)
-    worker_id = models.CharField(max_length=128)
-    reason = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["platform", "worker_id"], name="blocked_worker_unique")]
-
-    def __str__(self) -> str:
-        return f"{self.platform}:{self.worker_id}"
 
 
 class AnalysisReport(models.Model):

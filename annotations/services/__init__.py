@@ -1,0 +1,1 @@
+"""Writes of the annotations app: studies and explanations (studies.py), annotator sessions (sessions.py)."""

@@ -1,0 +1,247 @@
+"""Creating studies from a configuration, and adding explanations from files or student runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+
+from annotations.csvfiles import ExplanationRow, read_explanation_csv
+from annotations.models import Condition, Construct, Explanation, Item, Study
+from annotations.presets import DEFAULT_CONSENT, DEFAULT_INSTRUCTIONS, construct_specs
+from distillation.models import Question
+
+Progress = Callable[..., None]
+
+STUDY_FIELDS = {
+    "title",
+    "description",
+    "mode",
+    "status",
+    "explanations_per_annotator",
+    "ratings_per_explanation",
+    "attention_check_positions",
+    "consent_text",
+    "instructions",
+    "demographics_questions",
+    "show_correct_answer",
+    "ask_preference",
+    "time_limit_minutes",
+    "assignment_timeout_minutes",
+    "min_seconds_per_screen",
+    "completion_code",
+    "failed_attention_code",
+}
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+@transaction.atomic
+def study_create(*, config: dict[str, Any]) -> Study:
+    """Create a study, its constructs and conditions from a configuration mapping (as create_study reads)."""
+    unknown = set(config) - STUDY_FIELDS - {"slug", "constructs", "scale_size", "conditions"}
+    if unknown:
+        raise ValidationError(f"unknown study settings: {', '.join(sorted(unknown))}")
+    if Study.objects.filter(slug=config.get("slug")).exists():
+        raise ValidationError(f"a study with slug {config.get('slug')!r} exists already")
+    fields = {key: value for key, value in config.items() if key in STUDY_FIELDS}
+    fields.setdefault("title", config.get("slug", ""))
+    fields.setdefault("consent_text", DEFAULT_CONSENT)
+    fields.setdefault("instructions", DEFAULT_INSTRUCTIONS)
+    study = Study(slug=config.get("slug", ""), **fields)
+    study.full_clean()
+    study.save()
+    try:
+        specs = construct_specs(config.get("constructs", "default"), int(config.get("scale_size", 5)))
+    except (ValueError, KeyError) as exc:
+        raise ValidationError(f"constructs: {exc}") from exc
+    for spec in specs:
+        construct = Construct(study=study, **spec)
+        construct.full_clean()
+        construct.save()
+    for position, entry in enumerate(config.get("conditions", [])):
+        entry = {"label": entry} if isinstance(entry, str) else entry
+        condition_get_or_create(
+            study=study, label=entry["label"], description=entry.get("description", ""), position=position
+        )
+    _check_attention_positions(study)
+    return study
+
+
+def _check_attention_positions(study: Study) -> None:
+    positions = study.attention_check_positions or []
+    if not all(isinstance(p, int) and p >= 1 for p in positions):
+        raise ValidationError("attention_check_positions must be screen numbers counted from 1")
+
+
+def condition_get_or_create(
+    *, study: Study, label: str, description: str = "", student_run=None, position: int | None = None
+) -> Condition:
+    condition = Condition.objects.filter(study=study, label=label).first()
+    if condition is not None:
+        if student_run is not None and condition.student_run_id != student_run.pk:
+            condition.student_run = student_run
+            condition.save(update_fields=["student_run"])
+        return condition
+    if position is None:
+        position = Condition.objects.filter(study=study).count()
+    condition = Condition(study=study, label=label, description=description, student_run=student_run, position=position)
+    condition.full_clean()
+    condition.save()
+    return condition
+
+
+def item_get_or_create(
+    *, study: Study, key: str, question_text: str, choices: list[str], answer: str, question: Question | None = None
+) -> Item:
+    item, created = Item.objects.get_or_create(
+        study=study,
+        source_id=key,
+        defaults={"question_text": question_text, "choices": choices, "answer": answer, "question": question},
+    )
+    if not created and question is not None and item.question_id is None:
+        item.question = question
+        item.save(update_fields=["question"])
+    return item
+
+
+def explanation_set_text(
+    *,
+    item: Item,
+    condition: Condition,
+    text: str,
+    source: str,
+    provenance: dict[str, Any],
+    prediction=None,
+    predicted_answer: str = "",
+) -> tuple[Explanation, str]:
+    """Make `text` the current explanation of (item, condition). Returns it and what happened.
+
+    An explanation that annotators have seen or rated is never changed: the new text becomes a new version,
+    shown from now on, and the old one keeps its ratings.
+    """
+    current = Explanation.objects.select_for_update().filter(item=item, condition=condition, is_current=True).first()
+    if current is not None and current.text == text:
+        return current, "unchanged"
+    if current is not None and not _has_been_shown(current):
+        current.text, current.provenance, current.source = text, provenance, source
+        current.prediction, current.predicted_answer = prediction, predicted_answer
+        current.full_clean()
+        current.save()
+        return current, "updated"
+    version = 1
+    if current is not None:
+        version = current.version + 1
+        current.is_current = False
+        current.save(update_fields=["is_current"])
+    explanation = Explanation(
+        item=item,
+        condition=condition,
+        text=text,
+        version=version,
+        supersedes=current,
+        source=source,
+        provenance=provenance,
+        prediction=prediction,
+        predicted_answer=predicted_answer,
+    )
+    explanation.full_clean()
+    explanation.save()
+    return explanation, "created" if current is None else "new_version"
+
+
+def _has_been_shown(explanation: Explanation) -> bool:
+    return explanation.ratings.exists() or explanation.assignments.exists() or explanation.second_assignments.exists()
+
+
+def _question_for(row: ExplanationRow) -> Question | None:
+    if not row.question:
+        return None
+    candidates = Question.objects.filter(question=row.question)
+    if row.choices:
+        candidates = [q for q in candidates if tuple(q.choices) == row.choices]
+    return candidates[0] if candidates else None
+
+
+def explanations_import_csv(
+    *,
+    study: Study,
+    condition_label: str,
+    path: str,
+    item_column: str,
+    text_column: str,
+    question_column: str | None = None,
+    answer_column: str | None = None,
+    prediction_column: str | None = None,
+    progress: Progress = _noop,
+) -> dict[str, int]:
+    """Import one condition's explanations from a CSV, all or nothing."""
+    file = Path(path)
+    rows = read_explanation_csv(
+        file,
+        item_column=item_column,
+        text_column=text_column,
+        question_column=question_column,
+        answer_column=answer_column,
+        prediction_column=prediction_column,
+    )
+    counts = {"created": 0, "updated": 0, "new_version": 0, "unchanged": 0}
+    stage = f"import {file.name} as {condition_label}"
+    with transaction.atomic():
+        condition = condition_get_or_create(study=study, label=condition_label)
+        for done, row in enumerate(rows, start=1):
+            question = _question_for(row)
+            item = item_get_or_create(
+                study=study,
+                key=question.source_id if question else row.item_key,
+                question_text=question.question if question else row.question,
+                choices=list(question.choices) if question else list(row.choices),
+                answer=question.answer if question else row.answer,
+                question=question,
+            )
+            _, outcome = explanation_set_text(
+                item=item,
+                condition=condition,
+                text=row.text,
+                source=Explanation.Source.FILE,
+                provenance={"file": file.name, "line": row.line, "column": text_column},
+                predicted_answer=row.predicted_answer,
+            )
+            counts[outcome] += 1
+            if done % 200 == 0 or done == len(rows):
+                progress(done, len(rows), stage=stage)
+    return counts
+
+
+def study_open(*, study: Study) -> Study:
+    problems = study_readiness_problems(study)
+    if problems:
+        raise ValidationError("; ".join(problems))
+    study.status = Study.Status.OPEN
+    study.save(update_fields=["status"])
+    return study
+
+
+def study_readiness_problems(study: Study) -> list[str]:
+    problems = []
+    if not study.constructs.exists():
+        problems.append("the study has no constructs")
+    conditions = list(study.conditions.all())
+    if not conditions:
+        problems.append("the study has no conditions")
+    if study.mode == Study.Mode.PAIR and len(conditions) < 2:
+        problems.append("pair mode needs at least two conditions")
+    empty = [c.label for c in conditions if not c.explanations.filter(is_current=True).exists()]
+    if empty:
+        problems.append(f"conditions without explanations: {', '.join(empty)}")
+    return problems
+
+
+def current_explanations(study: Study):
+    return Explanation.objects.filter(Q(item__study=study) & Q(is_current=True))

@@ -1,0 +1,16 @@
+"""URL routes of annotator pages and the study dashboard."""
+
+from django.urls import path
+
+from annotations import views
+
+app_name = "annotations"
+
+urlpatterns = [
+    path("study/<slug:slug>/invite/<str:token>/", views.invite_entry, name="invite"),
+    path("study/<slug:slug>/mturk/", views.mturk_entry, name="mturk"),
+    path("study/<slug:slug>/prolific/", views.prolific_entry, name="prolific"),
+    path("study/<slug:slug>/s/<str:token>/", views.session, name="session"),
+    path("study/<slug:slug>/s/<str:token>/answer/", views.answer, name="answer"),
+    path("studies/<slug:slug>/dashboard/", views.dashboard, name="dashboard"),
+]

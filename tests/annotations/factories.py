@@ -1,0 +1,57 @@
+"""Builders of study data through the real services, for annotation tests."""
+
+from __future__ import annotations
+
+from annotations.models import Study
+from annotations.services.studies import (
+    condition_get_or_create,
+    explanation_set_text,
+    item_get_or_create,
+    study_create,
+    study_open,
+)
+
+CHOICES = ["river", "desert", "kitchen", "attic", "library"]
+
+
+def build_study(
+    *,
+    slug: str = "demo-study",
+    conditions: tuple[str, ...] = ("CF:Unrevised", "MT:Unrevised", "MT+CF:Unrevised", "MT+CF:Revised"),
+    n_items: int = 12,
+    mode: str = "single",
+    per_annotator: int = 8,
+    ratings_per_explanation: int = 3,
+    attention_positions: list[int] | None = None,
+    constructs: str = "default",
+) -> Study:
+    study = study_create(
+        config={
+            "slug": slug,
+            "title": f"Study {slug}",
+            "mode": mode,
+            "constructs": constructs,
+            "explanations_per_annotator": per_annotator,
+            "ratings_per_explanation": ratings_per_explanation,
+            "attention_check_positions": attention_positions or [],
+            "min_seconds_per_screen": 0.0,
+        }
+    )
+    for label in conditions:
+        condition = condition_get_or_create(study=study, label=label)
+        for index in range(n_items):
+            item = item_get_or_create(
+                study=study,
+                key=f"q{index:03d}",
+                question_text=f"Question number {index}: where would you find item {index}?",
+                choices=CHOICES,
+                answer=CHOICES[index % 5],
+            )
+            explanation_set_text(
+                item=item,
+                condition=condition,
+                text=f"Explanation by {label} for question {index}: it is found there because of reason {index}.",
+                source="manual",
+                provenance={"test": True},
+            )
+    return study_open(study=study)
