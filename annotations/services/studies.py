@@ -111,6 +111,7 @@ def item_get_or_create(
     return item
 
 
+@transaction.atomic
 def explanation_set_text(
     *,
     item: Item,
@@ -160,13 +161,39 @@ def _has_been_shown(explanation: Explanation) -> bool:
     return explanation.ratings.exists() or explanation.assignments.exists() or explanation.second_assignments.exists()
 
 
-def _question_for(row: ExplanationRow) -> Question | None:
-    if not row.question:
-        return None
-    candidates = Question.objects.filter(question=row.question)
-    if row.choices:
-        candidates = [q for q in candidates if tuple(q.choices) == row.choices]
-    return candidates[0] if candidates else None
+def _questions_for(rows: list[ExplanationRow]) -> dict[tuple[str, tuple[str, ...]], Question]:
+    """Stored questions matching the rows' question texts (and choices, where the file has them)."""
+    texts = {row.question for row in rows if row.question}
+    found: dict[tuple[str, tuple[str, ...]], Question] = {}
+    for question in Question.objects.filter(question__in=texts):
+        found[(question.question, tuple(question.choices))] = question
+        found.setdefault((question.question, ()), question)
+    return found
+
+
+def _items_for(study: Study, rows: list[ExplanationRow]) -> dict[str, Item]:
+    """The study's item for each row, creating the missing ones in bulk."""
+    questions = _questions_for(rows)
+    items = {item.source_id: item for item in Item.objects.filter(study=study)}
+    by_row: dict[str, Item] = {}
+    missing: dict[str, Item] = {}
+    for row in rows:
+        question = questions.get((row.question, row.choices))
+        key = question.source_id if question else row.item_key
+        item = items.get(key) or missing.get(key)
+        if item is None:
+            item = Item(
+                study=study,
+                source_id=key,
+                question=question,
+                question_text=question.question if question else row.question,
+                choices=list(question.choices) if question else list(row.choices),
+                answer=question.answer if question else row.answer,
+            )
+            missing[key] = item
+        by_row[row.item_key] = item
+    Item.objects.bulk_create(missing.values())
+    return by_row
 
 
 def explanations_import_csv(
@@ -195,27 +222,39 @@ def explanations_import_csv(
     stage = f"import {file.name} as {condition_label}"
     with transaction.atomic():
         condition = condition_get_or_create(study=study, label=condition_label)
+        items = _items_for(study, rows)
+        current = {e.item_id: e for e in Explanation.objects.filter(condition=condition, is_current=True)}
+        fresh: list[Explanation] = []
         for done, row in enumerate(rows, start=1):
-            question = _question_for(row)
-            item = item_get_or_create(
-                study=study,
-                key=question.source_id if question else row.item_key,
-                question_text=question.question if question else row.question,
-                choices=list(question.choices) if question else list(row.choices),
-                answer=question.answer if question else row.answer,
-                question=question,
-            )
-            _, outcome = explanation_set_text(
-                item=item,
-                condition=condition,
-                text=row.text,
-                source=Explanation.Source.FILE,
-                provenance={"file": file.name, "line": row.line, "column": text_column},
-                predicted_answer=row.predicted_answer,
-            )
-            counts[outcome] += 1
-            if done % 200 == 0 or done == len(rows):
+            item = items[row.item_key]
+            provenance = {"file": file.name, "line": row.line, "column": text_column}
+            if item.pk not in current:
+                fresh.append(
+                    Explanation(
+                        item=item,
+                        condition=condition,
+                        text=row.text,
+                        source=Explanation.Source.FILE,
+                        provenance=provenance,
+                        predicted_answer=row.predicted_answer,
+                    )
+                )
+                counts["created"] += 1
+            elif current[item.pk].text == row.text:
+                counts["unchanged"] += 1
+            else:
+                _, outcome = explanation_set_text(
+                    item=item,
+                    condition=condition,
+                    text=row.text,
+                    source=Explanation.Source.FILE,
+                    provenance=provenance,
+                    predicted_answer=row.predicted_answer,
+                )
+                counts[outcome] += 1
+            if done % 500 == 0 or done == len(rows):
                 progress(done, len(rows), stage=stage)
+        Explanation.objects.bulk_create(fresh)
     return counts
 
 
