@@ -1,0 +1,61 @@
+"""Write a trained student's explanations into a study, as one condition (batched inference)."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotations.models import Study
+from distillation.models import StudentRun
+from evalsite.commands import run_job_with_progress
+from evalsite.jobs import QueueUnavailable, enqueue_job
+
+
+class Command(BaseCommand):
+    help = "Generate a student's explanations for a split and make them a study condition."
+
+    def add_arguments(self, parser):
+        parser.add_argument("run_id", type=int)
+        parser.add_argument("--split", default="validation")
+        parser.add_argument("--study", required=True, help="Study slug (create it first with create_study).")
+        parser.add_argument("--condition", help="Condition label (default: the run's, e.g. MT+CF:Revised).")
+        parser.add_argument("--limit", type=int, help="Only the first N questions of the split.")
+        parser.add_argument("--enqueue", action="store_true")
+        parser.add_argument("--quiet", action="store_true")
+
+    def handle(self, *args, **options):
+        run = StudentRun.objects.filter(pk=options["run_id"]).first()
+        if run is None:
+            raise CommandError(f"no student run {options['run_id']}")
+        if not Study.objects.filter(slug=options["study"]).exists():
+            raise CommandError(f"no study {options['study']!r}")
+        params = {
+            "run_id": run.pk,
+            "study_slug": options["study"],
+            "condition": options["condition"] or run.condition_label,
+            "split": options["split"],
+            "limit": options["limit"],
+        }
+        if options["enqueue"]:
+            try:
+                job = enqueue_job(
+                    kind="generate_explanations",
+                    function="distillation.jobs.generate_explanations",
+                    params=params,
+                    target=run,
+                )
+            except QueueUnavailable as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(f"Queued job {job.pk}.")
+            return
+        job = run_job_with_progress(
+            kind="generate_explanations",
+            function="distillation.jobs.generate_explanations",
+            params=params,
+            quiet=options["quiet"],
+            expected=(ValueError, OSError),
+        )
+        counts = job.result
+        self.stdout.write(
+            f"{params['condition']} in {options['study']}: {counts['created']} new, {counts['new_version']} new "
+            f"versions (rated ones kept), {counts['updated']} updated, {counts['unchanged']} unchanged."
+        )

@@ -1,0 +1,264 @@
+"""The training tasks of each distillation method (MT, CF, MT+CF), built per question from teacher outputs.
+
+Texts follow the paper's code. For a question q with choices c1..c5 and answer A:
+
+- MT (Hsieh et al. 2023): ``[predict] Question: q\\nChoices: (a) c1 ... (e) c5`` -> ``The answer is A`` and
+  ``[explain] ...`` -> the rationale; ``L = a * L_answer + (1 - a) * L_explain``.
+- CF (Wang et al. 2023, SCOTT): ``[factual] ...`` -> ``{rationale} So the answer is A.`` and
+  ``[counterfactual] ... Rationale: {rationale for wrong choice W}`` -> ``So the answer is W.``;
+  ``L = b * L_factual + (1 - b) * L_counterfactual``.
+- MT+CF: ``L = g * L_MT + (1 - g) * L_CF``.
+
+Loss weights. Each question yields K tasks whose formula weights sum to 1 (MT+CF: g*a, g*(1-a), (1-g)*b,
+(1-g)*(1-b)). Every task example stores K times its formula weight, so the weights average 1 over the pool of
+task examples. The trainer draws batches uniformly from that pool and takes the plain mean of
+``weight * token-mean loss`` over a batch; a uniformly drawn example is of kind k with probability 1/K, so the
+batch loss's expectation is ``sum_k w_k * E[L_k]``: the paper's formula, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from distillation.ml.answers import CHOICE_LETTERS, normalise
+
+
+class Method(StrEnum):
+    MT = "mt"
+    CF = "cf"
+    MTCF = "mtcf"
+
+
+class TaskKind(StrEnum):
+    ANSWER = "answer"
+    EXPLAIN = "explain"
+    FACTUAL = "factual"
+    COUNTERFACTUAL = "counterfactual"
+
+
+TASK_PREFIXES: dict[TaskKind, str] = {
+    TaskKind.ANSWER: "[predict]",
+    TaskKind.EXPLAIN: "[explain]",
+    TaskKind.FACTUAL: "[factual]",
+    TaskKind.COUNTERFACTUAL: "[counterfactual]",
+}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A multiple-choice question; ``answer`` (the correct choice's text) is None where it is unknown."""
+
+    source_id: str
+    question: str
+    choices: tuple[str, ...]
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class TeacherExample:
+    """A training question with the teacher's texts; ``rationale`` is the unrevised or the revised one."""
+
+    source_id: str
+    question: str
+    choices: tuple[str, ...]
+    answer: str
+    rationale: str
+    counterfactual_rationales: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    """The mixing weights of the paper's losses: a (MT), b (CF), g (MT+CF); the paper uses 0.5 for all."""
+
+    alpha: float = 0.5
+    beta: float = 0.5
+    gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+
+    def formula_weights(self, method: Method) -> dict[TaskKind, float]:
+        """Each task's weight in the method's loss formula; they sum to 1."""
+        a, b, g = self.alpha, self.beta, self.gamma
+        if method is Method.MT:
+            return {TaskKind.ANSWER: a, TaskKind.EXPLAIN: 1 - a}
+        if method is Method.CF:
+            return {TaskKind.FACTUAL: b, TaskKind.COUNTERFACTUAL: 1 - b}
+        return {
+            TaskKind.ANSWER: g * a,
+            TaskKind.EXPLAIN: g * (1 - a),
+            TaskKind.FACTUAL: (1 - g) * b,
+            TaskKind.COUNTERFACTUAL: (1 - g) * (1 - b),
+        }
+
+    def example_weights(self, method: Method) -> dict[TaskKind, float]:
+        """Formula weights times the number of tasks, so they average 1 over a pool of task examples."""
+        weights = self.formula_weights(method)
+        return {kind: weight * len(weights) for kind, weight in weights.items()}
+
+
+@dataclass(frozen=True)
+class TaskExample:
+    """One sequence to train on: input text, target text, and its loss weight."""
+
+    source_id: str
+    kind: TaskKind
+    input_text: str
+    target_text: str
+    weight: float
+
+
+def first_line(text: str) -> str:
+    """The teacher's text up to its first line break (the teacher often rambles on after it)."""
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def format_question(question: str, choices: Sequence[str]) -> str:
+    listed = " ".join(f"({letter}) {choice}" for letter, choice in zip(CHOICE_LETTERS, choices, strict=False))
+    return f"Question: {question}\nChoices: {listed}"
+
+
+def task_input(kind: TaskKind, question: str, choices: Sequence[str], rationale: str | None = None) -> str:
+    """The model input of a task; the counterfactual task also shows the rationale it must follow."""
+    text = f"{TASK_PREFIXES[kind]} {format_question(question, choices)}"
+    if kind is TaskKind.COUNTERFACTUAL:
+        if rationale is None:
+            raise ValueError("the counterfactual task needs the rationale written for the wrong choice")
+        text = f"{text} Rationale: {rationale}"
+    return text
+
+
+def answer_target(answer: str) -> str:
+    return f"The answer is {answer}"
+
+
+def factual_target(rationale: str, answer: str) -> str:
+    return f"{rationale} So the answer is {answer}."
+
+
+def counterfactual_target(choice: str) -> str:
+    return f"So the answer is {choice}."
+
+
+def wrong_choice_indices(example: TeacherExample) -> list[int]:
+    """Choices whose text differs from the answer and that have a counterfactual rationale to show.
+
+    Compared by text, not position: some questions list the right answer twice, and neither copy is wrong.
+    """
+    answer = normalise(example.answer)
+    return [
+        index
+        for index, choice in enumerate(example.choices)
+        if normalise(choice) != answer
+        and index < len(example.counterfactual_rationales)
+        and first_line(example.counterfactual_rationales[index])
+    ]
+
+
+def pick_counterfactual_choice(example: TeacherExample, seed: int) -> int | None:
+    """A wrong choice drawn with an RNG seeded by (seed, question), so the draw does not depend on data order."""
+    candidates = wrong_choice_indices(example)
+    if not candidates:
+        return None
+    return random.Random(f"{seed}:{example.source_id}").choice(candidates)
+
+
+def build_tasks(
+    example: TeacherExample, method: Method, weights: ObjectiveWeights = ObjectiveWeights(), seed: int = 0
+) -> list[TaskExample]:
+    """The task examples of one question under a method, each with its loss weight.
+
+    A question without any wrong choice that has a rationale gets no counterfactual task (none exist in the
+    reference data); its other tasks keep their weights.
+    """
+    method = Method(method)
+    rationale = first_line(example.rationale)
+    if not rationale:
+        raise ValueError(f"question {example.source_id} has an empty rationale")
+    kind_weights = weights.example_weights(method)
+    tasks: list[TaskExample] = []
+
+    def add(kind: TaskKind, input_text: str, target_text: str) -> None:
+        tasks.append(TaskExample(example.source_id, kind, input_text, target_text, kind_weights[kind]))
+
+    if TaskKind.ANSWER in kind_weights:
+        predict_input = task_input(TaskKind.ANSWER, example.question, example.choices)
+        add(TaskKind.ANSWER, predict_input, answer_target(example.answer))
+        explain_input = task_input(TaskKind.EXPLAIN, example.question, example.choices)
+        add(TaskKind.EXPLAIN, explain_input, rationale)
+    if TaskKind.FACTUAL in kind_weights:
+        factual_input = task_input(TaskKind.FACTUAL, example.question, example.choices)
+        add(TaskKind.FACTUAL, factual_input, factual_target(rationale, example.answer))
+        wrong = pick_counterfactual_choice(example, seed)
+        if wrong is not None:
+            wrong_rationale = first_line(example.counterfactual_rationales[wrong])
+            counterfactual_input = task_input(
+                TaskKind.COUNTERFACTUAL, example.question, example.choices, wrong_rationale
+            )
+            add(TaskKind.COUNTERFACTUAL, counterfactual_input, counterfactual_target(example.choices[wrong]))
+    return tasks
+
+
+def build_task_examples(
+    examples: Iterable[TeacherExample],
+    method: Method,
+    weights: ObjectiveWeights = ObjectiveWeights(),
+    seed: int = 0,
+) -> list[TaskExample]:
+    return [task for example in examples for task in build_tasks(example, method, weights, seed)]
+
+
+def split_validation(
+    examples: Sequence[TeacherExample], fraction: float, seed: int
+) -> tuple[list[TeacherExample], list[TeacherExample]]:
+    """Hold out a seeded ``fraction`` of questions (all their tasks together) for validation."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in [0, 1), got {fraction}")
+    order = list(range(len(examples)))
+    random.Random(f"validation:{seed}").shuffle(order)
+    n_validation = round(len(examples) * fraction)
+    held_out = set(order[:n_validation])
+    train = [example for index, example in enumerate(examples) if index not in held_out]
+    validation = [example for index, example in enumerate(examples) if index in held_out]
+    return train, validation
+
+
+def teacher_example_from_record(record: dict[str, Any], *, revised: bool = False) -> TeacherExample | None:
+    """A teacher-output record (the reference JSONL's fields) as a training example; ``revised`` picks the text.
+
+    None when the chosen text is missing or blank (five revisions of the reference training split are).
+    """
+    rationale = record.get("revision" if revised else "rationale") or ""
+    if not first_line(rationale):
+        return None
+    return TeacherExample(
+        source_id=str(record["id"]),
+        question=record["question"],
+        choices=tuple(record["choices"]),
+        answer=record["answer"],
+        rationale=rationale,
+        counterfactual_rationales=tuple(record.get("counterfactual_rationales") or ()),
+    )
+
+
+def load_teacher_examples(path: Path, *, revised: bool = False, limit: int | None = None) -> list[TeacherExample]:
+    """Teacher outputs from a JSONL file (gzipped when its name ends in .gz), skipping those without the text."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    examples: list[TeacherExample] = []
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if limit is not None and len(examples) >= limit:
+                break
+            example = teacher_example_from_record(json.loads(line), revised=revised) if line.strip() else None
+            if example is not None:
+                examples.append(example)
+    return examples
