@@ -13,3 +13,9 @@ def import_explanations(*, progress, study_id: int, condition_label: str, path: 
     return studies.explanations_import_csv(
         study=study, condition_label=condition_label, path=path, progress=progress, **columns
     )
+
+
+def simulate_annotators(*, progress, study_id: int, count: int, seed: int = 0) -> dict[str, int]:
+    from annotations.services.simulation import annotators_simulate
+
+    return annotators_simulate(study=Study.objects.get(pk=study_id), count=count, seed=seed, progress=progress)

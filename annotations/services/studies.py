@@ -206,9 +206,13 @@ def explanations_import_csv(
     question_column: str | None = None,
     answer_column: str | None = None,
     prediction_column: str | None = None,
+    only_source_ids: set[str] | None = None,
     progress: Progress = _noop,
 ) -> dict[str, int]:
-    """Import one condition's explanations from a CSV, all or nothing."""
+    """Import one condition's explanations from a CSV, all or nothing.
+
+    `only_source_ids` keeps just the rows whose question is one of those stored questions (a sample).
+    """
     file = Path(path)
     rows = read_explanation_csv(
         file,
@@ -218,6 +222,13 @@ def explanations_import_csv(
         answer_column=answer_column,
         prediction_column=prediction_column,
     )
+    if only_source_ids is not None:
+        questions = _questions_for(rows)
+        rows = [
+            row
+            for row in rows
+            if (match := questions.get((row.question, row.choices))) is not None and match.source_id in only_source_ids
+        ]
     counts = {"created": 0, "updated": 0, "new_version": 0, "unchanged": 0}
     stage = f"import {file.name} as {condition_label}"
     with transaction.atomic():

@@ -1,62 +1,190 @@
-"""The main job on embedded defaults: set up the database, import the data, create an admin and serve."""
+"""The main job on embedded defaults: the whole study end to end, then the server.
+
+Imports CommonsenseQA and the paper's teacher outputs, trains tiny students for the paper's four
+conditions, evaluates them, writes their explanations into a study (with the paper's two T5-large
+conditions when the data has them), opens it, optionally fills it with simulated annotators, analyses
+the ratings, and serves. Each step is idempotent, so a rerun picks up where the last one stopped.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 
 ADMIN_USERNAME = "admin"
+STUDY_SLUG = "demo"
+TEACHER_NAME = "llama2-13b"
+# The paper's four conditions: (method, training data).
+PAPER_CONDITIONS = [("cf", "unrevised"), ("mt", "unrevised"), ("mtcf", "unrevised"), ("mtcf", "revised")]
+T5_LARGE_FILES = {
+    "T5-large MT+CF:Unrevised": "t5-large-mtcf-unrevised-validation.csv",
+    "T5-large MT+CF:Revised": "t5-large-mtcf-revised-validation.csv",
+}
 
 
 class Command(BaseCommand):
-    help = "Run the demo: migrate, import CommonsenseQA and teacher outputs, create an admin, start the server."
+    help = "Run the whole study on embedded defaults and serve it (see README)."
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--data-dir",
-            default=os.environ.get("EVALSITE_DATA_DIR", ""),
-            help="Reference data folder (default: $EVALSITE_DATA_DIR).",
-        )
+        parser.add_argument("--data-dir", default=os.environ.get("EVALSITE_DATA_DIR", ""),
+                            help="Reference data folder (default: $EVALSITE_DATA_DIR).")
+        parser.add_argument("--student", default="tiny", help="tiny, tiny-causal, or a path / hub id (e.g. t5-base).")
+        parser.add_argument("--steps", type=int, default=40, help="Training steps per student.")
+        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--max-tokens", type=int, default=128)
+        parser.add_argument("--train-limit", type=int, default=512, help="Training questions per student.")
+        parser.add_argument("--eval-limit", type=int, default=100, help="Dev questions for accuracy.")
+        parser.add_argument("--sample", type=int, default=24, help="Dev questions whose explanations are rated.")
+        parser.add_argument("--simulate-annotators", type=int, default=0, metavar="N",
+                            help="Fill the study with N simulated annotators.")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--no-serve", action="store_true", help="Set everything up, print the URLs, and exit.")
+        parser.add_argument("--no-serve", action="store_true", help="Do everything, print the URLs, and exit.")
 
     def handle(self, *args, **options):
+        started = time.monotonic()
         data_dir = self._data_dir(options["data_dir"])
         self._step("Migrating the database")
         call_command("migrate", "--noinput", verbosity=0)
-        self._step("Importing CommonsenseQA")
-        call_command("import_cqa", "--path", str(data_dir / "cqa"), stdout=self.stdout)
-        for split in ("train", "validation"):
-            teacher_file = data_dir / "teacher" / f"cqa-llama2-13b-{split}.jsonl.gz"
-            if teacher_file.is_file():
-                self._step(f"Importing the paper's teacher outputs ({split})")
-                call_command(
-                    "import_teacher_outputs", "--path", str(teacher_file), "--teacher", "llama2-13b", stdout=self.stdout
-                )
+        self._import(data_dir)
+        runs = self._students(options)
+        study = self._study(options, runs, data_dir)
+        if options["simulate_annotators"]:
+            self._simulate(study, options["simulate_annotators"])
+        report_url = self._analyse(study)
         password = self._ensure_admin()
-        base = f"http://127.0.0.1:{options['port']}"
-        self._step("Ready")
-        self.stdout.write(f"  admin:    {base}/admin/  (user {ADMIN_USERNAME}, password {password})")
-        self.stdout.write(f"  jobs:     {base}/admin/evalsite/job/")
-        if options["no_serve"]:
-            return
-        call_command("runserver", f"127.0.0.1:{options['port']}", "--noreload")
+        self._step(f"Ready in {time.monotonic() - started:.0f} s")
+        self._print_urls(study, password, options["port"], report_url)
+        if not options["no_serve"]:
+            call_command("runserver", f"127.0.0.1:{options['port']}", "--noreload")
 
     def _data_dir(self, raw: str) -> Path:
         if not raw:
             raise CommandError(
-                "No data: set EVALSITE_DATA_DIR (or --data-dir) to the reference data folder (with cqa/ and teacher/)."
+                "No data: set EVALSITE_DATA_DIR (or --data-dir) to the reference data folder (with cqa/ and "
+                "teacher/). When this machine is online, `python manage.py import_cqa --from-hub` fetches "
+                "CommonsenseQA instead, but the teacher outputs still have to come from a file or a teacher."
             )
         path = Path(raw)
         if not (path / "cqa").is_dir():
             raise CommandError(f"{path} has no cqa/ folder; point EVALSITE_DATA_DIR at the reference data.")
         return path
+
+    def _import(self, data_dir: Path) -> None:
+        self._step("Importing CommonsenseQA")
+        call_command("import_cqa", "--path", str(data_dir / "cqa"), stdout=self.stdout)
+        for split in ("train", "validation"):
+            teacher_file = data_dir / "teacher" / f"cqa-llama2-13b-{split}.jsonl.gz"
+            if not teacher_file.is_file():
+                raise CommandError(f"{teacher_file} is missing: the students need the teacher's outputs")
+            self._step(f"Importing the paper's teacher outputs ({split})")
+            call_command("import_teacher_outputs", "--path", str(teacher_file), "--teacher", TEACHER_NAME,
+                         stdout=self.stdout)
+
+    def _students(self, options) -> list:
+        from distillation.models import StudentRun
+        from distillation.services.students import default_teacher_run, student_run_create
+        from evalsite.commands import run_job_with_progress
+
+        runs = []
+        for method, data in PAPER_CONDITIONS:
+            name = f"demo {options['student']} {method}-{data}"
+            run = StudentRun.objects.filter(name=name, status=StudentRun.Status.EVALUATED).first()
+            if run is None:
+                self._step(f"Training and evaluating the {options['student']} student {name.split()[-1]}")
+                run = student_run_create(
+                    name=name, base_checkpoint=options["student"], method=method, training_data=data, seed=0,
+                    teacher_run=default_teacher_run(teacher_name=TEACHER_NAME),
+                    hyperparameters={
+                        "max_steps": options["steps"], "batch_size": options["batch_size"],
+                        "max_input_tokens": options["max_tokens"], "max_target_tokens": options["max_tokens"],
+                        "checkpoint_every": max(10, options["steps"] // 2), "train_limit": options["train_limit"],
+                    },
+                )
+                run_job_with_progress(kind="student_training", function="distillation.jobs.train_student",
+                                      params={"run_id": run.pk, "eval_limit": options["eval_limit"]})
+                run.refresh_from_db()
+            else:
+                self._step(f"Student {name.split()[-1]} is trained already (run {run.pk})")
+            self.stdout.write(
+                f"    {run.condition_label}: dev accuracy {100 * run.metrics['accuracy']:.1f}% on "
+                f"{run.metrics['n_eval']} questions, loss {run.metrics['first_loss']:.2f} -> "
+                f"{run.metrics['last_loss']:.2f}"
+            )
+            runs.append(run)
+        return runs
+
+    def _study(self, options, runs, data_dir: Path):
+        from annotations.models import Study
+        from annotations.services.studies import explanations_import_csv, study_create, study_open
+        from distillation.models import Question
+        from evalsite.commands import run_job_with_progress
+
+        study = Study.objects.filter(slug=STUDY_SLUG).first()
+        if study is None:
+            study = study_create(config={
+                "slug": STUDY_SLUG,
+                "title": "Rate explanations of small language models",
+                "constructs": "paper",
+                "explanations_per_annotator": 12,
+                "ratings_per_explanation": 3,
+                "attention_check_positions": [5],
+            })
+        for run in runs:
+            if not study.conditions.filter(label=run.condition_label, explanations__isnull=False).exists():
+                self._step(f"Writing {run.condition_label} explanations for {options['sample']} dev questions")
+                run_job_with_progress(
+                    kind="generate_explanations", function="distillation.jobs.generate_explanations",
+                    params={"run_id": run.pk, "study_slug": study.slug, "condition": run.condition_label,
+                            "limit": options["sample"]},
+                )
+        sample = set(Question.objects.filter(split="validation").order_by("id")
+                     .values_list("source_id", flat=True)[: options["sample"]])
+        for label, file_name in T5_LARGE_FILES.items():
+            path = data_dir / "students" / file_name
+            if path.is_file() and not study.conditions.filter(label=label).exists():
+                self._step(f"Adding the paper's {label} explanations")
+                counts = explanations_import_csv(
+                    study=study, condition_label=label, path=str(path), item_column="input_predict",
+                    text_column="rationales_preds", answer_column="answers_labels",
+                    prediction_column="answers_preds", only_source_ids=sample,
+                )
+                self.stdout.write(f"    {counts['created']} explanations")
+        if study.status != Study.Status.OPEN:
+            study_open(study=study)
+        return study
+
+    def _simulate(self, study, count: int) -> None:
+        from evalsite.commands import run_job_with_progress
+
+        if study.annotators.filter(external_id__startswith="simulated-", finished_at__isnull=False).exists():
+            self._step("Simulated annotators have rated already")
+            return
+        self._step(f"Simulating {count} annotators")
+        job = run_job_with_progress(kind="simulate_annotators", function="annotations.jobs.simulate_annotators",
+                                    params={"study_id": study.pk, "count": count, "seed": 0})
+        self.stdout.write(f"    {job.result['finished']} finished, {study.annotators.count()} in all")
+
+    def _analyse(self, study) -> str | None:
+        """Analyse the ratings so the report page has something to show; None when there are no ratings."""
+        from annotations.selectors import completed_ratings
+
+        if not completed_ratings(study).exists():
+            return None
+        try:
+            from annotations.services.analysis import analysis_report_run_now
+        except ImportError:
+            return None
+        self._step("Analysing the ratings")
+        analysis_report_run_now(study=study)
+        return reverse("annotations:report", args=[study.slug])
 
     def _ensure_admin(self) -> str:
         """Create the demo admin once; its password is kept under var/ so a rerun can print it again."""
@@ -73,6 +201,18 @@ class Command(BaseCommand):
         password_file.write_text(password + "\n")
         password_file.chmod(0o600)
         return password
+
+    def _print_urls(self, study, password: str, port: int, report_url: str | None) -> None:
+        from annotations.tokens import invite_token
+
+        base = f"http://127.0.0.1:{port}"
+        invite = reverse("annotations:invite", args=[study.slug, invite_token(study_id=study.pk, label="you")])
+        self.stdout.write(f"  annotator link: {base}{invite}")
+        self.stdout.write(f"  admin:          {base}/admin/  (user {ADMIN_USERNAME}, password {password})")
+        self.stdout.write(f"  dashboard:      {base}{reverse('annotations:dashboard', args=[study.slug])}")
+        if report_url:
+            self.stdout.write(f"  analysis:       {base}{report_url}")
+        self.stdout.write(f"  jobs:           {base}/admin/evalsite/job/")
 
     def _step(self, text: str) -> None:
         self.stdout.write(self.style.MIGRATE_HEADING(f"==> {text}"))

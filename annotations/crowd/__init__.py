@@ -1,0 +1,1 @@
+"""Crowd platforms (MTurk, Prolific, manual) behind one provider interface: launch, sync, review, pay."""

@@ -1,0 +1,209 @@
+"""Reads for crowd batches: who is excluded, what a batch will cost, how far it has got, what to review."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+
+from annotations.crowd.costs import MTURK_MIN_FEE, CostBreakdown, batch_cost
+from annotations.crowd.providers import BatchSpec
+from annotations.crowd.review import verdict
+from annotations.models import Annotator, BlockedWorker, CrowdBatch, CrowdPlatform, CrowdSubmission, Study
+
+
+def exclusion_groups(study: Study) -> set[str]:
+    """A study's own slug and every exclusion group its batches named."""
+    groups = {study.slug}
+    for params in CrowdBatch.objects.filter(study=study).values_list("params", flat=True):
+        if isinstance(params, dict) and params.get("exclusion_group"):
+            groups.add(str(params["exclusion_group"]))
+    return groups
+
+
+def worker_is_excluded(*, study: Study, platform: str, worker_id: str) -> bool:
+    """True for a blocked worker, or one who took part in this study or one sharing its exclusion group.
+
+    The annotator entry views call this before creating an annotator; it backs up the platform's own
+    exclusion (MTurk qualification, Prolific previous-studies filter), which a worker may slip past.
+    """
+    if not worker_id:
+        return False
+    if BlockedWorker.objects.filter(platform=platform, worker_id=worker_id).exists():
+        return True
+    groups = exclusion_groups(study)
+    related_batches = CrowdBatch.objects.filter(Q(study__slug__in=groups) | Q(params__exclusion_group__in=groups))
+    if CrowdSubmission.objects.filter(
+        batch__in=related_batches, batch__platform=platform, worker_id=worker_id
+    ).exists():
+        return True
+    related_studies = Study.objects.filter(Q(slug__in=groups) | Q(crowd_batches__in=related_batches))
+    return Annotator.objects.filter(study__in=related_studies, source=platform, external_id=worker_id).exists()
+
+
+def batch_spec(batch: CrowdBatch) -> BatchSpec:
+    study = batch.study
+    earlier = (
+        CrowdBatch.objects.filter(platform=batch.platform, study__in=_group_studies(study))
+        .exclude(pk=batch.pk)
+        .exclude(external_id="")
+        .values_list("external_id", flat=True)
+    )
+    return BatchSpec(
+        batch_id=batch.pk,
+        study_slug=study.slug,
+        platform=batch.platform,
+        sandbox=batch.sandbox,
+        title=batch.title,
+        description=batch.description,
+        reward_cents=batch.reward_cents,
+        assignments_per_task=batch.assignments_per_task,
+        n_tasks=batch.n_tasks,
+        params=dict(batch.params or {}),
+        external_id=batch.external_id,
+        exclusion_qualification_id=batch.exclusion_qualification_id,
+        completion_code=study.completion_code,
+        failed_attention_code=study.failed_attention_code,
+        public_url=settings.EVALSITE_PUBLIC_URL,
+        earlier_external_ids=tuple(sorted(earlier)) if batch.platform == CrowdPlatform.PROLIFIC else (),
+    )
+
+
+def _group_studies(study: Study):
+    groups = exclusion_groups(study)
+    return Study.objects.filter(Q(slug__in=groups) | Q(crowd_batches__params__exclusion_group__in=groups)).distinct()
+
+
+def previous_exclusion_qualification(*, study: Study, sandbox: bool) -> str:
+    """The MTurk exclusion qualification an earlier batch of this study made (one per study and environment)."""
+    return (
+        CrowdBatch.objects.filter(study=study, platform=CrowdPlatform.MTURK, sandbox=sandbox)
+        .exclude(exclusion_qualification_id="")
+        .order_by("created_at")
+        .values_list("exclusion_qualification_id", flat=True)
+        .first()
+        or ""
+    )
+
+
+def cost_estimate(
+    *,
+    platform: str,
+    reward_cents: int,
+    n_tasks: int,
+    assignments_per_task: int,
+    fee_rate: Decimal,
+    planned_bonus_cents: int = 0,
+    planned_bonus_count: int = 0,
+) -> CostBreakdown:
+    return batch_cost(
+        reward_cents=reward_cents,
+        assignments=n_tasks * assignments_per_task,
+        fee_rate=Decimal(fee_rate),
+        bonus_cents=planned_bonus_cents,
+        bonus_count=planned_bonus_count,
+        min_fee=MTURK_MIN_FEE if platform == CrowdPlatform.MTURK else Decimal(0),
+    )
+
+
+def batch_cost_estimate(batch: CrowdBatch) -> CostBreakdown:
+    return cost_estimate(
+        platform=batch.platform,
+        reward_cents=batch.reward_cents,
+        n_tasks=batch.n_tasks,
+        assignments_per_task=batch.assignments_per_task,
+        fee_rate=batch.fee_rate,
+        planned_bonus_cents=batch.planned_bonus_cents,
+        planned_bonus_count=int((batch.params or {}).get("planned_bonus_count", 0)),
+    )
+
+
+@dataclass
+class BatchProgress:
+    tasks_planned: int
+    tasks_created: int
+    assignments_planned: int
+    submissions: dict[str, int] = field(default_factory=dict)
+    to_approve: int = 0
+    to_reject: int = 0
+    to_check: int = 0
+    bonuses_paid: Decimal = Decimal("0.00")
+    bonuses_unconfirmed: int = 0
+    excluded: int = 0
+
+    @property
+    def submitted_total(self) -> int:
+        return sum(self.submissions.values())
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.submitted_total / self.assignments_planned) if self.assignments_planned else 0
+
+
+def batch_progress(batch: CrowdBatch) -> BatchProgress:
+    tasks = batch.tasks.aggregate(
+        created=Count("id", filter=~Q(external_id="")), planned=Sum("max_assignments"), n=Count("id")
+    )
+    submissions = dict(
+        batch.submissions.values_list("status").annotate(n=Count("id")).order_by().values_list("status", "n")
+    )
+    progress = BatchProgress(
+        tasks_planned=batch.n_tasks,
+        tasks_created=tasks["created"] or 0,
+        assignments_planned=tasks["planned"] or batch.n_tasks * batch.assignments_per_task,
+        submissions=submissions,
+    )
+    for flags in batch.submissions.filter(status=CrowdSubmission.Status.SUBMITTED).values_list("flags", flat=True):
+        outcome = verdict(flags or {})
+        if outcome == "approve":
+            progress.to_approve += 1
+        elif outcome == "reject":
+            progress.to_reject += 1
+        else:
+            progress.to_check += 1
+    paid = batch.submissions.filter(bonus_paid_at__isnull=False).aggregate(total=Sum("bonus_cents"))["total"] or 0
+    progress.bonuses_paid = (Decimal(paid) / 100).quantize(Decimal("0.01"))
+    progress.bonuses_unconfirmed = batch.submissions.filter(
+        bonus_attempted_at__isnull=False, bonus_paid_at__isnull=True
+    ).count()
+    progress.excluded = batch.submissions.filter(excluded_at__isnull=False).count()
+    return progress
+
+
+def submissions_for_review(batch: CrowdBatch, *, status: str | None = None):
+    queryset = batch.submissions.select_related("annotator", "task").order_by("status", "submitted_at", "id")
+    if status:
+        queryset = queryset.filter(status=status)
+    return queryset
+
+
+def submissions_with_verdicts(batch: CrowdBatch, *, status: str | None = None) -> list[tuple[CrowdSubmission, str]]:
+    return [
+        (submission, verdict(submission.flags or {})) for submission in submissions_for_review(batch, status=status)
+    ]
+
+
+def batch_jobs(batch: CrowdBatch, *, limit: int = 10):
+    from django.contrib.contenttypes.models import ContentType
+
+    from evalsite.models import Job
+
+    return Job.objects.filter(
+        target_type=ContentType.objects.get_for_model(CrowdBatch), target_id=str(batch.pk)
+    ).order_by("-created_at")[:limit]
+
+
+def manual_links(batch: CrowdBatch) -> dict[str, str]:
+    """What an admin pastes into a platform by hand: the study URL and the completion codes."""
+    from annotations.crowd.mturk import entry_url
+    from annotations.crowd.prolific import study_url
+
+    public_url = settings.EVALSITE_PUBLIC_URL
+    return {
+        "prolific_style_url": study_url(public_url, batch.study.slug),
+        "mturk_url": entry_url(public_url, batch.study.slug),
+        "completion_code": batch.study.completion_code,
+        "failed_attention_code": batch.study.failed_attention_code,
+    }
