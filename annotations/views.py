@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations import selectors
 from annotations.models import Annotator, Assignment, Study
+from annotations.ratelimit import limit_writes
 from annotations.services import sessions
 from annotations.tokens import InvalidToken, annotator_token, read_annotator_token, read_invite_token
 
@@ -146,6 +147,7 @@ def _annotator_from_token(study: Study, token: str) -> Annotator:
 
 @_annotator_page
 @require_http_methods(["GET", "POST"])
+@limit_writes
 def session(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     study = _open_study(slug)
     try:
@@ -283,6 +285,7 @@ def _submit_screen(request: HttpRequest, annotator: Annotator) -> None:
 
 @_annotator_page
 @require_POST
+@limit_writes
 def answer(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     """Save one answer as it is given (called by the page's script); the full form still submits all."""
     study = _open_study(slug)

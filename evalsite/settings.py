@@ -132,6 +132,13 @@ RQ_QUEUES = {
     for name in ("default", EVALSITE_QUEUE)
 }
 
+# Annotator writes (answers, screens) per minute per session token; per address it is ten times that.
+ANNOTATOR_WRITES_PER_MINUTE = int(os.environ.get("ANNOTATOR_WRITES_PER_MINUTE", "120"))
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "evalsite-default"},
+    "ratelimit": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "evalsite-ratelimit"},
+}
+
 # Crowd platforms.
 MTURK_AWS_ACCESS_KEY_ID = os.environ.get("MTURK_AWS_ACCESS_KEY_ID", "")
 MTURK_AWS_SECRET_ACCESS_KEY = os.environ.get("MTURK_AWS_SECRET_ACCESS_KEY", "")

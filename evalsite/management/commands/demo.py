@@ -34,17 +34,26 @@ class Command(BaseCommand):
     help = "Run the whole study on embedded defaults and serve it (see README)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--data-dir", default=os.environ.get("EVALSITE_DATA_DIR", ""),
-                            help="Reference data folder (default: $EVALSITE_DATA_DIR).")
+        parser.add_argument(
+            "--data-dir",
+            default=os.environ.get("EVALSITE_DATA_DIR", ""),
+            help="Reference data folder (default: $EVALSITE_DATA_DIR).",
+        )
         parser.add_argument("--student", default="tiny", help="tiny, tiny-causal, or a path / hub id (e.g. t5-base).")
-        parser.add_argument("--steps", type=int, default=40, help="Training steps per student.")
+        parser.add_argument("--steps", type=int, default=30, help="Training steps per student.")
+        parser.add_argument("--lr", type=float, default=1e-3, help="Learning rate (tiny students need a high one).")
         parser.add_argument("--batch-size", type=int, default=16)
         parser.add_argument("--max-tokens", type=int, default=128)
-        parser.add_argument("--train-limit", type=int, default=512, help="Training questions per student.")
-        parser.add_argument("--eval-limit", type=int, default=100, help="Dev questions for accuracy.")
+        parser.add_argument("--train-limit", type=int, default=256, help="Training questions per student.")
+        parser.add_argument("--eval-limit", type=int, default=60, help="Dev questions for accuracy.")
         parser.add_argument("--sample", type=int, default=24, help="Dev questions whose explanations are rated.")
-        parser.add_argument("--simulate-annotators", type=int, default=0, metavar="N",
-                            help="Fill the study with N simulated annotators.")
+        parser.add_argument(
+            "--simulate-annotators",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Fill the study with N simulated annotators.",
+        )
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-serve", action="store_true", help="Do everything, print the URLs, and exit.")
 
@@ -85,8 +94,9 @@ class Command(BaseCommand):
             if not teacher_file.is_file():
                 raise CommandError(f"{teacher_file} is missing: the students need the teacher's outputs")
             self._step(f"Importing the paper's teacher outputs ({split})")
-            call_command("import_teacher_outputs", "--path", str(teacher_file), "--teacher", TEACHER_NAME,
-                         stdout=self.stdout)
+            call_command(
+                "import_teacher_outputs", "--path", str(teacher_file), "--teacher", TEACHER_NAME, stdout=self.stdout
+            )
 
     def _students(self, options) -> list:
         from distillation.models import StudentRun
@@ -100,16 +110,27 @@ class Command(BaseCommand):
             if run is None:
                 self._step(f"Training and evaluating the {options['student']} student {name.split()[-1]}")
                 run = student_run_create(
-                    name=name, base_checkpoint=options["student"], method=method, training_data=data, seed=0,
+                    name=name,
+                    base_checkpoint=options["student"],
+                    method=method,
+                    training_data=data,
+                    seed=0,
                     teacher_run=default_teacher_run(teacher_name=TEACHER_NAME),
                     hyperparameters={
-                        "max_steps": options["steps"], "batch_size": options["batch_size"],
-                        "max_input_tokens": options["max_tokens"], "max_target_tokens": options["max_tokens"],
-                        "checkpoint_every": max(10, options["steps"] // 2), "train_limit": options["train_limit"],
+                        "max_steps": options["steps"],
+                        "batch_size": options["batch_size"],
+                        "learning_rate": options["lr"],
+                        "max_input_tokens": options["max_tokens"],
+                        "max_target_tokens": options["max_tokens"],
+                        "checkpoint_every": max(10, options["steps"] // 2),
+                        "train_limit": options["train_limit"],
                     },
                 )
-                run_job_with_progress(kind="student_training", function="distillation.jobs.train_student",
-                                      params={"run_id": run.pk, "eval_limit": options["eval_limit"]})
+                run_job_with_progress(
+                    kind="student_training",
+                    function="distillation.jobs.train_student",
+                    params={"run_id": run.pk, "eval_limit": options["eval_limit"]},
+                )
                 run.refresh_from_db()
             else:
                 self._step(f"Student {name.split()[-1]} is trained already (run {run.pk})")
@@ -129,32 +150,47 @@ class Command(BaseCommand):
 
         study = Study.objects.filter(slug=STUDY_SLUG).first()
         if study is None:
-            study = study_create(config={
-                "slug": STUDY_SLUG,
-                "title": "Rate explanations of small language models",
-                "constructs": "paper",
-                "explanations_per_annotator": 12,
-                "ratings_per_explanation": 3,
-                "attention_check_positions": [5],
-            })
+            study = study_create(
+                config={
+                    "slug": STUDY_SLUG,
+                    "title": "Rate explanations of small language models",
+                    "constructs": "paper",
+                    "explanations_per_annotator": 12,
+                    "ratings_per_explanation": 3,
+                    "attention_check_positions": [5],
+                }
+            )
         for run in runs:
             if not study.conditions.filter(label=run.condition_label, explanations__isnull=False).exists():
                 self._step(f"Writing {run.condition_label} explanations for {options['sample']} dev questions")
                 run_job_with_progress(
-                    kind="generate_explanations", function="distillation.jobs.generate_explanations",
-                    params={"run_id": run.pk, "study_slug": study.slug, "condition": run.condition_label,
-                            "limit": options["sample"]},
+                    kind="generate_explanations",
+                    function="distillation.jobs.generate_explanations",
+                    params={
+                        "run_id": run.pk,
+                        "study_slug": study.slug,
+                        "condition": run.condition_label,
+                        "limit": options["sample"],
+                    },
                 )
-        sample = set(Question.objects.filter(split="validation").order_by("id")
-                     .values_list("source_id", flat=True)[: options["sample"]])
+        sample = set(
+            Question.objects.filter(split="validation")
+            .order_by("id")
+            .values_list("source_id", flat=True)[: options["sample"]]
+        )
         for label, file_name in T5_LARGE_FILES.items():
             path = data_dir / "students" / file_name
             if path.is_file() and not study.conditions.filter(label=label).exists():
                 self._step(f"Adding the paper's {label} explanations")
                 counts = explanations_import_csv(
-                    study=study, condition_label=label, path=str(path), item_column="input_predict",
-                    text_column="rationales_preds", answer_column="answers_labels",
-                    prediction_column="answers_preds", only_source_ids=sample,
+                    study=study,
+                    condition_label=label,
+                    path=str(path),
+                    item_column="input_predict",
+                    text_column="rationales_preds",
+                    answer_column="answers_labels",
+                    prediction_column="answers_preds",
+                    only_source_ids=sample,
                 )
                 self.stdout.write(f"    {counts['created']} explanations")
         if study.status != Study.Status.OPEN:
@@ -168,8 +204,11 @@ class Command(BaseCommand):
             self._step("Simulated annotators have rated already")
             return
         self._step(f"Simulating {count} annotators")
-        job = run_job_with_progress(kind="simulate_annotators", function="annotations.jobs.simulate_annotators",
-                                    params={"study_id": study.pk, "count": count, "seed": 0})
+        job = run_job_with_progress(
+            kind="simulate_annotators",
+            function="annotations.jobs.simulate_annotators",
+            params={"study_id": study.pk, "count": count, "seed": 0},
+        )
         self.stdout.write(f"    {job.result['finished']} finished, {study.annotators.count()} in all")
 
     def _analyse(self, study) -> str | None:
