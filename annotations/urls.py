@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from annotations import views
+from annotations import report_views, views
 
 app_name = "annotations"
 
@@ -13,4 +13,6 @@ urlpatterns = [
     path("study/<slug:slug>/s/<str:token>/", views.session, name="session"),
     path("study/<slug:slug>/s/<str:token>/answer/", views.answer, name="answer"),
     path("studies/<slug:slug>/dashboard/", views.dashboard, name="dashboard"),
+    path("studies/<slug:slug>/report/", report_views.study_report, name="report"),
+    path("studies/<slug:slug>/report/<int:report_id>/<str:name>", report_views.report_file, name="report_file"),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -129,17 +129,21 @@ def _parse_official_question(obj: dict[str, Any], path: Path, line: int) -> Ques
     return QuestionRecord(source_id, stem, tuple(texts), texts[labels.index(key)], extra)
 
 
-def read_questions(path: Path) -> list[QuestionRecord]:
-    """Read a whole question file; raise on the first bad line, and on a repeated id."""
-    records: list[QuestionRecord] = []
+def _read_unique(path: Path, parse: Callable[[dict[str, Any], Path, int], Any]) -> list:
+    """Parse every line; raise on the first bad one and on an id that repeats."""
+    records = []
     seen: dict[str, int] = {}
     for line, obj in iter_json_lines(path):
-        record = parse_question(obj, path, line)
+        record = parse(obj, path, line)
         if record.source_id in seen:
             raise DataFileError(path, line, f"id {record.source_id} repeats line {seen[record.source_id]}")
         seen[record.source_id] = line
         records.append(record)
     return records
+
+
+def read_questions(path: Path) -> list[QuestionRecord]:
+    return _read_unique(path, parse_question)
 
 
 def find_cqa_split_files(directory: Path) -> dict[str, Path]:
@@ -189,15 +193,7 @@ def parse_teacher_record(obj: dict[str, Any], path: Path, line: int) -> TeacherR
 
 
 def read_teacher_records(path: Path) -> list[TeacherRecord]:
-    records: list[TeacherRecord] = []
-    seen: dict[str, int] = {}
-    for line, obj in iter_json_lines(path):
-        record = parse_teacher_record(obj, path, line)
-        if record.source_id in seen:
-            raise DataFileError(path, line, f"id {record.source_id} repeats line {seen[record.source_id]}")
-        seen[record.source_id] = line
-        records.append(record)
-    return records
+    return _read_unique(path, parse_teacher_record)
 
 
 def count_truncated_revisions(records: list[TeacherRecord]) -> int:

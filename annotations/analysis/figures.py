@@ -61,6 +61,7 @@ def distribution_figure(report: dict[str, Any]) -> Figure:
             ax.barh(conditions, share, left=left, color=colour, label=point)
             left += share
         ax.set_title(construct, fontsize="small", loc="left")
+        ax.invert_yaxis()  # the reference condition on top, in the order the legend and tables use
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize="x-small")
     axes[0].legend(ncol=len(points), fontsize="x-small", frameon=False, loc="lower right", bbox_to_anchor=(1, 1))

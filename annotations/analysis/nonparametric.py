@@ -96,11 +96,33 @@ def kruskal_with_dunn(means: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def wilcoxon_paired(means: pd.DataFrame) -> dict[str, Any]:
+    """Two conditions rated by the same annotators: the Wilcoxon signed-rank test (Friedman needs three)."""
+    complete = means.dropna()
+    first, second = complete.columns
+    statistic, p = stats.wilcoxon(complete[second], complete[first])
+    return {
+        "test": "wilcoxon",
+        "statistic": float(statistic),
+        "df": None,
+        "p": float(p),
+        "n_blocks": int(complete.shape[0]),
+        "difference": f"{second} - {first}",
+        "posthoc": {"method": "none (two conditions)", "pairs": []},
+    }
+
+
 def rank_test(frame: pd.DataFrame, conditions: Sequence[str], *, min_complete: int = 5) -> dict[str, Any]:
-    """Friedman when at least `min_complete` annotators rated every condition, else Kruskal-Wallis."""
+    """A blocked test when at least `min_complete` annotators rated every condition (Friedman, or Wilcoxon
+    for two conditions), else Kruskal-Wallis."""
     means = annotator_condition_means(frame, conditions)
     complete = int(means.dropna().shape[0])
-    result = friedman_with_posthoc(means) if complete >= min_complete else kruskal_with_dunn(means)
+    if complete < min_complete:
+        result = kruskal_with_dunn(means)
+    elif means.shape[1] == 2:
+        result = wilcoxon_paired(means)
+    else:
+        result = friedman_with_posthoc(means)
     result["n_annotators_complete"] = complete
     return result
 

@@ -1,29 +1,99 @@
-"""A self-contained HTML page for a report dict: tables plus the figures as inline SVG."""
+"""A self-contained HTML page for a report dict: tables plus the figures as inline SVG.
+
+`render_body` is the page without its <html> shell, so the site's report page shows the very same tables
+(with figures as links to their files instead of inline SVG).
+"""
 
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import Any
 
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#222}
-table{border-collapse:collapse;margin:0.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:0.2rem 0.5rem}
-td{text-align:right}td:first-child,th{text-align:left}.warn{color:#a40}figure{margin:1rem 0}
+PAGE_STYLE = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#222;padding:0 1rem}"
+# Scoped to .rating-report so the body can sit inside another page (the admin's) without restyling it.
+REPORT_STYLE = """
+.rating-report table{border-collapse:collapse;margin:0.5rem 0 1.5rem}
+.rating-report td,.rating-report th{border:1px solid #ccc;padding:0.2rem 0.5rem;vertical-align:top}
+.rating-report th{text-align:left;background:#f4f4f4}
+.rating-report td.num{text-align:right;font-variant-numeric:tabular-nums}
+.rating-report td.text{text-align:left}
+.rating-report .warn{color:#a40}.rating-report .muted{color:#555;font-size:0.9em}
+.rating-report figure{margin:1rem 0 2rem}.rating-report figure svg,.rating-report figure img{max-width:100%;height:auto}
+.rating-report figcaption{color:#444;font-size:0.9em;max-width:50rem}
+.rating-report nav a{margin-right:1rem}
 """
+STYLE = PAGE_STYLE + REPORT_STYLE
+
+MAX_DECIMALS = 8
+
+FIGURE_CAPTIONS = {
+    "means": "Mean rating per construct and condition, with 95% CIs from a bootstrap over items.",
+    "distributions": "Share of ratings at each scale point per condition (the composite rounded to points).",
+    "coefficients": "Mixed-model condition effects against the reference, with 95% Wald CIs.",
+}
 
 
 def _number(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+        if 0 < abs(value) < 0.01:
+            # Small effects (per character of length) keep `digits` significant digits instead of reading
+            # -0.000, written out in full (0.0000714, not 7.14e-05) up to a point.
+            decimals = digits - 1 - math.floor(math.log10(abs(value)))
+            return f"{value:.{digits}g}" if decimals > MAX_DECIMALS else f"{value:.{decimals}f}"
+        return f"{value:.{digits}f}"
     return escape(str(value))
 
 
+def _p_value(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "&lt;0.001" if value < 0.001 else f"{value:.3f}"
+
+
+class _Raw(str):
+    """Cell markup that is already escaped and formatted (p-values)."""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, _Raw):
+        return f'<td class="num">{value}</td>'
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return f'<td class="num">{_number(value)}</td>'
+    return f'<td class="text">{escape(str(value))}</td>'
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_number(c)}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f'<th scope="col">{escape(h)}</th>' for h in header)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _settings(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    covariates = ", ".join(settings["covariates"]) or "none"
+    low, high = settings["scale"]
+    return (
+        f'<p class="muted">Reference condition <strong>{escape(settings["reference"])}</strong>; '
+        f"covariates: {escape(covariates)}; scale {low}–{high}; "
+        f"{escape(settings['composite'] or 'no composite')} = mean of {escape(', '.join(settings['constructs']))}; "
+        f"{settings['n_boot']} bootstrap replicates, seed {settings['seed']}, "
+        f"{round(settings['confidence'] * 100)}% intervals.</p>"
+    )
+
+
+def _exclusions(report: dict[str, Any]) -> str:
+    summary = report.get("exclusions")
+    if not summary:
+        return '<p class="muted">No exclusion rules were applied.</p>'
+    rows = [[rule, entry["n_annotators"], ", ".join(entry["annotators"])] for rule, entry in summary["by_rule"].items()]
+    return (
+        f"<p>{summary['n_annotators_excluded']} of {summary['n_annotators_before']} annotators excluded "
+        f"({summary['n_ratings_excluded']} of {summary['n_ratings_before']} ratings); an annotator who "
+        "breaks any rule loses all their ratings.</p>" + _table(["rule", "annotators", "annotator ids"], rows)
+    )
 
 
 def _descriptives(report: dict[str, Any]) -> str:
@@ -52,29 +122,78 @@ def _agreement(report: dict[str, Any]) -> str:
             ]
         )
     header = ["construct", "alpha", "CI low", "CI high", "annotator share", "item share", "residual share", "note"]
-    return _table(header, rows)
+    return (
+        '<p class="muted">Krippendorff\'s alpha (ordinal) over explanations rated by two or more annotators; '
+        "variance shares from each construct's mixed model.</p>" + _table(header, rows)
+    )
 
 
 def _model(model: dict[str, Any]) -> str:
-    rows = [[c["term"], c["estimate"], c["se"], c["ci_low"], c["ci_high"], c["p"]] for c in model["coefficients"]]
-    sds = model["variance"]
-    parts = ", ".join(f"{k} {_number(v)}" for k, v in sds.items() if v is not None)
+    rows = [
+        [c["term"], c["estimate"], c["se"], c["ci_low"], c["ci_high"], _Raw(_p_value(c["p"]))]
+        for c in model["coefficients"]
+    ]
+    sds = ", ".join(f"{k} {_number(v)}" for k, v in model["variance"].items() if v is not None)
     warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in model["warnings"])
     return (
-        f"<h3>{escape(model['name'])}</h3><p><code>{escape(model['formula'])}</code>; n = {model['n']}; "
-        f"reference {escape(model['reference'])}; SDs: {parts or '–'}</p>"
-        f"<p><small>{escape(model.get('inference', ''))}</small></p>{warnings}"
+        f'<h3 id="{escape(model["name"])}">{escape(model["name"])}</h3>'
+        f"<p><code>{escape(model['formula'])}</code>; n = {model['n']}; reference {escape(model['reference'])}"
+        f"{'; SDs: ' + sds if sds else ''}</p>"
+        f'<p class="muted">{escape(model.get("inference", ""))}</p>{warnings}'
         + _table(["term", "estimate", "SE", "CI low", "CI high", "p"], rows)
     )
 
 
-def render_html(report: dict[str, Any], svgs: dict[str, str]) -> str:
-    """The report page; `svgs` maps figure names to inline <svg> markup."""
+def _contrasts(report: dict[str, Any]) -> str:
+    rows = [
+        [
+            construct,
+            f"{pair['b']} − {pair['a']}",
+            pair["estimate"],
+            pair["ci_low"],
+            pair["ci_high"],
+            _Raw(_p_value(pair["p"])),
+            _Raw(_p_value(pair["p_holm"])),
+            pair["cohens_d"],
+        ]
+        for construct, entry in report["contrasts"].items()
+        for pair in entry["pairs"]
+    ]
+    header = ["construct", "difference", "estimate", "CI low", "CI high", "p", "p (Holm)", "Cohen's d"]
+    return (
+        '<p class="muted">Every pair of conditions from each construct\'s mixed model; Holm-adjusted within a '
+        "construct; d is the difference over the SD of a single rating.</p>" + _table(header, rows)
+    )
+
+
+def _rank_tests(report: dict[str, Any]) -> str:
+    rows = [
+        [construct, entry["test"], entry["statistic"], entry["df"], _Raw(_p_value(entry["p"]))]
+        for construct, entry in report["rank_tests"].items()
+    ]
+    return (
+        '<p class="muted">On each annotator\'s mean per condition (Friedman when five or more annotators rated '
+        "every condition, else Kruskal-Wallis); post-hoc pairs are in report.json.</p>"
+        + _table(["construct", "test", "statistic", "df", "p"], rows)
+    )
+
+
+def _figures(figures: dict[str, str]) -> str:
+    return "".join(
+        f"<figure>{markup}<figcaption>{escape(FIGURE_CAPTIONS.get(name, name))}</figcaption></figure>"
+        for name, markup in figures.items()
+    )
+
+
+def render_body(report: dict[str, Any], figures: dict[str, str]) -> str:
+    """The report's sections in a <div class="rating-report">; `figures` maps figure names to markup
+    (inline <svg>, or an <img> pointing at the file)."""
     counts = _table(
-        ["ratings", "annotators", "items", "explanations", "excluded ratings"],
+        ["ratings", "judgements", "annotators", "items", "explanations", "excluded ratings"],
         [
             [
                 report["n_ratings"],
+                report["n_judgements"],
                 report["n_annotators"],
                 report["n_items"],
                 report["n_explanations"],
@@ -82,12 +201,30 @@ def render_html(report: dict[str, Any], svgs: dict[str, str]) -> str:
             ]
         ],
     )
-    figures = "".join(f"<figure>{svg}<figcaption>{escape(name)}</figcaption></figure>" for name, svg in svgs.items())
     warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in report["warnings"])
-    models = "".join(_model(m) for m in report["models"])
+    composite = report["settings"]["composite"]
+    # The composite's models are the headline (the paper's result), so they come before the figures.
+    headline = [m for m in report["models"] if m["construct"] == composite]
+    per_construct = [m for m in report["models"] if m["construct"] != composite]
+    sections = [
+        ("summary", "Summary", counts + _settings(report) + warnings + _exclusions(report)),
+        ("headline", f"Models of {composite}" if composite else "", "".join(_model(m) for m in headline)),
+        ("figures", "Figures", _figures(figures)),
+        ("descriptives", "Descriptives", _descriptives(report)),
+        ("agreement", "Agreement", _agreement(report)),
+        ("contrasts", "Pairwise contrasts", _contrasts(report) if report["contrasts"] else ""),
+        ("rank-tests", "Rank tests", _rank_tests(report) if report["rank_tests"] else ""),
+        ("models", "Models per construct", "".join(_model(m) for m in per_construct)),
+    ]
+    sections = [(anchor, title, html) for anchor, title, html in sections if title and html]
+    nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
+    body = "".join(f'<section id="{a}"><h2>{escape(title)}</h2>{html}</section>' for a, title, html in sections)
+    return f'<div class="rating-report"><nav>{nav}</nav>{body}</div>'
+
+
+def render_html(report: dict[str, Any], svgs: dict[str, str]) -> str:
+    """The report page; `svgs` maps figure names to inline <svg> markup."""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>Rating analysis</title>"
-        f"<style>{STYLE}</style></head><body><h1>Rating analysis</h1>{counts}{warnings}"
-        f"<h2>Figures</h2>{figures}<h2>Descriptives</h2>{_descriptives(report)}"
-        f"<h2>Agreement</h2>{_agreement(report)}<h2>Models</h2>{models}</body></html>"
+        f"<style>{STYLE}</style></head><body><h1>Rating analysis</h1>{render_body(report, svgs)}</body></html>"
     )

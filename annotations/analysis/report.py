@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from evalsite.jsonsafe import to_jsonable
 
 from . import figures as figure_module
 from .agreement import agreement
@@ -58,23 +59,6 @@ class PowerPlan:
 class _Collector:
     models: list[ModelResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types throughout; NaN and infinities become None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _fit_models(
@@ -216,7 +200,7 @@ def _analyze(
         "power": _power_entry(power, out.models, conditions, seed) if power else None,
         "warnings": out.warnings,
     }
-    return jsonable(report)
+    return to_jsonable(report)
 
 
 def _agreement_entry(

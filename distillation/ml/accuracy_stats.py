@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evalsite.jsonsafe import to_jsonable
+
 SEED = "seed"
 ACCURACY = "accuracy"  # percent, 0-100
 METHOD = "method"
@@ -254,24 +256,10 @@ class AccuracyComparison:
         out = asdict(self)
         out.pop("runs")
         out["n_dropped"] = self.n_dropped
-        return _json_ready(out)
+        return to_jsonable(out)
 
     def format_table(self) -> str:
         return format_comparison(self)
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- analysis

@@ -6,8 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotations.models import Study
 from distillation.models import StudentRun
-from evalsite.commands import run_job_with_progress
-from evalsite.jobs import QueueUnavailable, enqueue_job
+from evalsite.commands import enqueue_or_fail, run_job_with_progress
 
 
 class Command(BaseCommand):
@@ -36,15 +35,12 @@ class Command(BaseCommand):
             "limit": options["limit"],
         }
         if options["enqueue"]:
-            try:
-                job = enqueue_job(
-                    kind="generate_explanations",
-                    function="distillation.jobs.generate_explanations",
-                    params=params,
-                    target=run,
-                )
-            except QueueUnavailable as exc:
-                raise CommandError(str(exc)) from exc
+            job = enqueue_or_fail(
+                kind="generate_explanations",
+                function="distillation.jobs.generate_explanations",
+                params=params,
+                target=run,
+            )
             self.stdout.write(f"Queued job {job.pk}.")
             return
         job = run_job_with_progress(

@@ -5,8 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from distillation.ml.prompts import STAGE_KINDS
-from evalsite.commands import run_job_with_progress
-from evalsite.jobs import QueueUnavailable, enqueue_job
+from evalsite.commands import enqueue_or_fail, run_job_with_progress
 
 
 class Command(BaseCommand):
@@ -53,12 +52,9 @@ class Command(BaseCommand):
             "max_new_tokens": options["max_new_tokens"],
         }
         if options["enqueue"]:
-            try:
-                job = enqueue_job(
-                    kind="teacher_generation", function="distillation.jobs.generate_teacher_data", params=params
-                )
-            except QueueUnavailable as exc:
-                raise CommandError(str(exc)) from exc
+            job = enqueue_or_fail(
+                kind="teacher_generation", function="distillation.jobs.generate_teacher_data", params=params
+            )
             self.stdout.write(f"Queued job {job.pk}; follow it in the admin under Jobs.")
             return
         from distillation.ml.teachers import TeacherError

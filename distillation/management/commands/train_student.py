@@ -6,8 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from distillation.models import StudentRun
 from distillation.services.students import TrainingDataMissing, default_teacher_run, student_run_create
-from evalsite.commands import run_job_with_progress
-from evalsite.jobs import QueueUnavailable, enqueue_job
+from evalsite.commands import enqueue_or_fail, run_job_with_progress
 
 
 def add_training_arguments(parser) -> None:
@@ -68,12 +67,9 @@ def create_run(options, *, method: str, data: str, seed: int) -> StudentRun:
 def start_training(run: StudentRun, options, *, enqueue: bool):
     params = {"run_id": run.pk, "eval_limit": options["eval_limit"]}
     if enqueue:
-        try:
-            return enqueue_job(
-                kind="student_training", function="distillation.jobs.train_student", params=params, target=run
-            )
-        except QueueUnavailable as exc:
-            raise CommandError(str(exc)) from exc
+        return enqueue_or_fail(
+            kind="student_training", function="distillation.jobs.train_student", params=params, target=run
+        )
     return run_job_with_progress(
         kind="student_training",
         function="distillation.jobs.train_student",

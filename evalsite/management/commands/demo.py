@@ -212,17 +212,22 @@ class Command(BaseCommand):
         self.stdout.write(f"    {job.result['finished']} finished, {study.annotators.count()} in all")
 
     def _analyse(self, study) -> str | None:
-        """Analyse the ratings so the report page has something to show; None when there are no ratings."""
+        """Analyse the ratings (the report page's cached job) so the page opens on a finished report."""
         from annotations.selectors import completed_ratings
+        from annotations.services.analysis import analysis_report_get_or_run
+        from evalsite.models import Job
 
         if not completed_ratings(study).exists():
             return None
-        try:
-            from annotations.services.analysis import analysis_report_run_now
-        except ImportError:
-            return None
-        self._step("Analysing the ratings")
-        analysis_report_run_now(study=study)
+        self._step("Analysing the ratings (agreement, mixed models, the paper's OLS, figures)")
+        report = analysis_report_get_or_run(study=study)
+        if report.job_id:
+            job = Job.objects.get(pk=report.job_id)
+            while job.is_active:
+                time.sleep(0.5)
+                job.refresh_from_db()
+            if job.status != Job.Status.DONE:
+                self.stderr.write(f"    the analysis failed: {job.message}")
         return reverse("annotations:report", args=[study.slug])
 
     def _ensure_admin(self) -> str:

@@ -142,3 +142,27 @@ def test_holm_matches_statsmodels():
 
     p_values = [0.01, 0.04, 0.03, 0.2, 0.001]
     np.testing.assert_allclose(holm(p_values), multipletests(p_values, method="holm")[1])
+
+
+def test_two_conditions_rated_by_the_same_annotators_use_wilcoxon():
+    """Friedman needs three conditions; with two, the blocked test is the signed-rank test."""
+    import pandas as pd
+
+    from annotations.analysis.nonparametric import rank_test
+
+    rows = []
+    for annotator in range(8):
+        for item in range(3):
+            for condition, shift in (("A", 0), ("B", 1)):
+                rows.append(
+                    {
+                        "annotator_id": annotator,
+                        "item_id": item,
+                        "explanation_id": f"{condition}{item}",
+                        "condition": condition,
+                        "value": 2 + shift + (annotator + item) % 2,
+                    }
+                )
+    result = rank_test(pd.DataFrame(rows), ["A", "B"])
+    assert result["test"] == "wilcoxon"
+    assert result["n_blocks"] == 8 and result["p"] < 0.05

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from annotations.analysis.io import load_wide_csv
-from annotations.analysis.report import PowerPlan, analyze, jsonable, run_analysis
+from annotations.analysis.report import PowerPlan, analyze, run_analysis
 from annotations.analysis.schema import validate_report
+from evalsite.jsonsafe import to_jsonable
 
 CONSTRUCTS = ["Completeness", "Contrastiveness", "Plausibility", "Satisfaction", "Understandability"]
 
@@ -72,7 +73,7 @@ def test_files_are_written_and_html_is_self_contained(written):
 
 
 def test_json_never_holds_nan():
-    cleaned = jsonable({"a": float("nan"), "b": [math.inf, 1.0], "c": {"d": 2}})
+    cleaned = to_jsonable({"a": float("nan"), "b": [math.inf, 1.0], "c": {"d": 2}})
     assert cleaned == {"a": None, "b": [None, 1.0], "c": {"d": 2}}
     json.dumps(cleaned, allow_nan=False)
 
