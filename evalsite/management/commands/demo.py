@@ -50,9 +50,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--simulate-annotators",
             type=int,
-            default=0,
+            default=24,
             metavar="N",
-            help="Fill the study with N simulated annotators.",
+            help="Fill the study with N simulated annotators (0: leave it empty for real ones).",
         )
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-serve", action="store_true", help="Do everything, print the URLs, and exit.")
