@@ -20,8 +20,8 @@ def build_byte_tokenizer() -> Any:
     """A byte-level tokenizer (ByT5's): it is defined by code, not by a vocabulary file."""
     from transformers import ByT5Tokenizer
 
+    # Right padding suits training; generation code that needs left padding pads by hand.
     tokenizer = ByT5Tokenizer()
-    # Decoder-only generation pads on the left so every prompt ends where generation starts.
     tokenizer.padding_side = "right"
     return tokenizer
 
