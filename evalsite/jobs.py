@@ -149,7 +149,8 @@ def execute_job(job_id: int, echo: EchoCallback | None = None, raise_errors: boo
         reporter.flush()
         job.refresh_from_db()
         _finish(job, Job.Status.FAILED, error=traceback.format_exc(), message=f"{type(exc).__name__}: {exc}")
-        logger.exception("job %s (%s) failed", job.pk, job.kind)
+        if not raise_errors:  # in the foreground the caller reports it; the traceback is on the row either way
+            logger.exception("job %s (%s) failed", job.pk, job.kind)
         if raise_errors or not isinstance(exc, Exception):
             raise
         return job

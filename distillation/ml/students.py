@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distillation.ml.text import check_model_location
 from distillation.ml.tiny import TINY_ID
 
 TINY_CAUSAL_ID = "tiny-causal"
@@ -42,6 +43,7 @@ def load_student(name_or_path: str | Path, *, seed: int = 0) -> Student:
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    check_model_location(name)
     config = AutoConfig.from_pretrained(name)
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     model_class = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from distillation.ml.postprocess import cut_at_first
 from distillation.ml.prompts import COUNTERFACTUAL, CRITIQUE, RATIONALE, REVISION, Prompt
+from distillation.ml.text import check_model_location
 
 if TYPE_CHECKING:
     import httpx
@@ -165,6 +166,7 @@ class HFTeacher(TeacherBackend):
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         )
+        check_model_location(path)
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=offline)

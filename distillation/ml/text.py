@@ -20,3 +20,12 @@ def ends_mid_sentence(text: str | None) -> bool:
     if not stripped:
         return False
     return not stripped.endswith(_SENTENCE_END)
+
+
+def check_model_location(name: str) -> None:
+    """A name written as a path must exist: otherwise the hub client answers with a confusing repo-id error."""
+    from pathlib import Path
+
+    looks_like_path = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+    if looks_like_path and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"no model at {name}: give an existing folder, a hub id (owner/name) or 'tiny'")

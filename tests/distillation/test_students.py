@@ -127,3 +127,11 @@ def test_explanations_go_into_a_study_and_regeneration_keeps_every_rating(teache
         successor = old.superseded_by.get()
         assert successor.is_current and successor.version == 2 and successor.text != old.text
     assert condition.explanations.filter(is_current=True).count() == 8
+
+
+def test_a_missing_model_is_a_clear_error_and_the_run_says_failed(teacher_data):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no model at /no/such/student: give an existing folder"):
+        call("train_student", "--method", "mt", "--student", "/no/such/student", "--quiet")
+    assert StudentRun.objects.get().status == StudentRun.Status.FAILED
