@@ -134,7 +134,8 @@ def training_examples(run: StudentRun, *, limit: int | None = None) -> list:
 
 
 def student_output_dir(run: StudentRun) -> Path:
-    return Path(settings.EVALSITE_ARTIFACTS_DIR) / "students" / f"run-{run.pk}"
+    """The run's checkpoints; the creation time in the name keeps a reset database from reusing old ones."""
+    return Path(settings.EVALSITE_ARTIFACTS_DIR) / "students" / f"run-{run.pk}-{run.created_at:%Y%m%dT%H%M%S%f}"
 
 
 def training_config(run: StudentRun):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from io import StringIO
 from pathlib import Path
@@ -12,9 +11,7 @@ from django.core.management import call_command
 
 from annotations.models import Explanation, Rating
 from annotations.services.studies import study_create, study_open
-from distillation.datafiles import read_questions
 from distillation.models import Prediction, StudentRun
-from distillation.services.imports import dataset_get_or_create, questions_import, teacher_outputs_import
 from evalsite.jobs import run_in_foreground
 
 pytestmark = pytest.mark.django_db
@@ -40,20 +37,6 @@ def call(*args) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
-
-
-@pytest.fixture
-def teacher_data(data_dir: Path, tmp_path: Path) -> None:
-    """48 training questions with the paper's teacher outputs, and 8 dev questions."""
-    dataset = dataset_get_or_create(slug="cqa")
-    questions_import(dataset=dataset, split="train", records=read_questions(data_dir / "cqa" / "train.jsonl")[:48])
-    questions_import(
-        dataset=dataset, split="validation", records=read_questions(data_dir / "cqa" / "validation.jsonl")[:8]
-    )
-    subset = tmp_path / "teacher-train-48.jsonl"
-    with gzip.open(data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz", "rt", encoding="utf-8") as source:
-        subset.write_text("".join(next(source) for _ in range(48)), encoding="utf-8")
-    teacher_outputs_import(path=str(subset), teacher_name="llama2-13b")
 
 
 def test_train_student_trains_evaluates_and_stores_predictions(teacher_data):

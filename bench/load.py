@@ -1,0 +1,496 @@
+"""Load benchmark: many annotators at once through gunicorn and PostgreSQL, then a count of every rating.
+
+    .venv/bin/python bench/load.py [--annotators 200] [--ratings 12] [--duration-limit 300]
+
+It creates a fresh database (dropped first if it exists), migrates it, builds a study of four conditions with
+the real services, starts gunicorn on a free port of 127.0.0.1, and runs N annotator clients at the same time
+(asyncio + httpx, no think time: a closed loop at full speed). Each one does what a browser does: opens its
+signed invitation, consents, answers the demographics form, then for each of its screens loads the next
+explanation (GET) and submits its ratings of every construct in the single screen form (POST), and finally
+loads the completion page. It prints completed sessions, requests/s and latency percentiles, then checks that
+the database holds exactly the ratings the clients were told were saved (nothing lost, nothing duplicated) and
+prints PASS or FAIL (exit status 0 or 1). Gunicorn is stopped and the database dropped at the end.
+
+The clients run on the same machine as the server, so they compete with it for the CPU: the figures are a
+floor for what the server does on its own, and the client's own CPU time is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+CONDITIONS = ("CF:Unrevised", "MT:Unrevised", "MT+CF:Unrevised", "MT+CF:Revised")
+RATINGS_PER_EXPLANATION = 3
+# Room in the study beyond what the annotators need, so allocation never runs short of explanations.
+CAPACITY_SLACK = 1.5
+# Annotator writes per minute per token (per address: ten times that). All clients share 127.0.0.1, so the
+# production default (120, so 1,200 per address) would throttle the benchmark instead of measuring it.
+WRITES_PER_MINUTE = 100_000
+
+NEXT, SUBMIT, FIRST_SCREEN, ENTRY, DONE = "next explanation", "submit rating", "first screen", "entry", "done page"
+
+_ASSIGNMENT = re.compile(r'name="assignment" value="(\d+)"')
+_RATING_FIELD = re.compile(r'name="r-(\d+)-(\d+)"')
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--annotators", type=int, default=200, help="concurrent annotator clients (default 200)")
+    parser.add_argument("--ratings", type=int, default=12, help="explanations each annotator rates (default 12)")
+    parser.add_argument(
+        "--duration-limit", type=float, default=300, help="seconds before unfinished clients are stopped"
+    )
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes (default 4)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
+    parser.add_argument("--database", default="evalsite_load", help="the database to create and drop")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.ratings % len(CONDITIONS):
+        parser.error(f"--ratings must be a multiple of the {len(CONDITIONS)} conditions (one block each)")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", args.database) or args.database in {"postgres", "evalsite"}:
+        parser.error("--database must be a plain name of a scratch database (it is dropped)")
+    return args
+
+
+# -- setup ---------------------------------------------------------------------------------------------------------
+
+
+def configure_environment(args: argparse.Namespace, scratch: Path) -> dict[str, str]:
+    """The production settings (DEBUG off), pointed at the scratch database; shared by this process and gunicorn."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": HOST,
+        "SECURE_SSL_REDIRECT": "0",
+        "DATABASE_URL": f"{PG_SERVER}/{args.database}",
+        "ANNOTATOR_WRITES_PER_MINUTE": str(WRITES_PER_MINUTE),
+        "STATIC_ROOT": str(scratch / "static"),
+        "EVALSITE_ARTIFACTS_DIR": str(scratch / "artifacts"),
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.pop("REDIS_URL", None)  # annotator pages need no Redis; nothing here starts a job
+    os.environ.update(env)
+    return {**os.environ}
+
+
+def recreate_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def prepare_site() -> None:
+    import django
+    from django.core.management import call_command
+
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+    call_command("migrate", verbosity=0)
+    # DEBUG=0 serves static files from the manifest that collectstatic writes.
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
+def build_study(*, annotators: int, ratings: int):
+    """A study of four conditions with enough items that every annotator gets a full session."""
+    from annotations.services.studies import (
+        condition_get_or_create,
+        explanation_set_text,
+        item_get_or_create,
+        study_create,
+        study_open,
+    )
+
+    n_items = math.ceil(CAPACITY_SLACK * annotators * ratings / (len(CONDITIONS) * RATINGS_PER_EXPLANATION))
+    n_items = max(n_items, ratings)  # no question twice for one annotator
+    study = study_create(
+        config={
+            "slug": "load",
+            "title": "Load benchmark",
+            "explanations_per_annotator": ratings,
+            "ratings_per_explanation": RATINGS_PER_EXPLANATION,
+            "attention_check_positions": [],
+            "min_seconds_per_screen": 0.0,
+        }
+    )
+    choices = ["river", "desert", "kitchen", "attic", "library"]
+    for label in CONDITIONS:
+        condition = condition_get_or_create(study=study, label=label)
+        for index in range(n_items):
+            item = item_get_or_create(
+                study=study,
+                key=f"q{index:05d}",
+                question_text=f"Question {index}: where would you most likely find thing number {index}?",
+                choices=choices,
+                answer=choices[index % 5],
+            )
+            explanation_set_text(
+                item=item,
+                condition=condition,
+                text=f"{label} explains question {index}: it belongs there because of reason {index}.",
+                source="manual",
+                provenance={"bench": "load"},
+            )
+    return study_open(study=study), n_items
+
+
+def demographics_answers(study) -> dict[str, str]:
+    return {q["name"]: (q.get("choices") or ["Netherlands"])[0] for q in study.demographics_questions or []}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def start_gunicorn(
+    args: argparse.Namespace, env: dict[str, str], port: int, log: Path, access_log: Path
+) -> subprocess.Popen:
+    command = [
+        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        "evalsite.wsgi",
+        "--bind",
+        f"{HOST}:{port}",
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--timeout",
+        "60",
+        # Time spent in a worker per request (microseconds), apart from waiting in the queue and the client.
+        "--access-logfile",
+        str(access_log),
+        "--access-logformat",
+        "%(m)s %(s)s %(D)s",
+        "--preload",  # the app is imported once, before forking: no worker pays the import on a timed request
+        "--graceful-timeout",
+        "10",
+    ]
+    with log.open("wb") as handle:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return server
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not listen within 60 s") from None
+            time.sleep(0.2)
+
+
+def stop_gunicorn(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)  # graceful: the workers finish their requests and close connections
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+# -- the annotator clients -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    completed: int = 0
+    requests: int = 0
+    get_retries: int = 0
+    # (invitation label, explanation id, construct id) -> value, for every screen the server accepted.
+    saved: dict[tuple[str, int, int], int] = field(default_factory=dict)
+
+
+class SessionFailed(Exception):
+    pass
+
+
+class Annotator:
+    """One simulated annotator: a browser without cookies or think time, following the site's own links."""
+
+    def __init__(self, client, results: Results, label: str, invite_url: str, demographics: dict, max_requests: int):
+        self.client = client
+        self.results = results
+        self.label = label
+        self.invite_url = invite_url
+        self.demographics = demographics
+        self.requests_left = max_requests
+        self.last_latency = 0.0
+        self.random = random.Random(label)
+
+    async def request(self, kind: str | None, method: str, url: str, expect: int, data: dict | None = None):
+        """One request, its latency recorded under `kind` (None: the caller records it once it knows the kind)."""
+        if self.requests_left <= 0:
+            raise SessionFailed("request budget spent")
+        self.requests_left -= 1
+        self.results.requests += 1
+        started = time.perf_counter()
+        try:
+            response = await self.client.request(method, url, data=data)
+        except httpx.TransportError as exc:
+            self.results.statuses[type(exc).__name__] += 1
+            if method != "GET":
+                raise SessionFailed(f"{method} {kind}: {type(exc).__name__}: {exc}") from exc
+            # A kept-alive connection the server closed as we reused it: a browser sends a GET again, once.
+            self.results.get_retries += 1
+            try:
+                response = await self.client.request(method, url, data=data)
+            except httpx.TransportError as again:
+                raise SessionFailed(f"{method} {kind}: {type(again).__name__}, twice") from again
+        self.last_latency = time.perf_counter() - started
+        if kind is not None:
+            self.results.latencies[kind].append(self.last_latency)
+        self.results.statuses[response.status_code] += 1
+        if response.status_code != expect:
+            raise SessionFailed(f"{method} {kind}: HTTP {response.status_code}, expected {expect}")
+        return response
+
+    async def run(self) -> None:
+        entered = await self.request(ENTRY, "GET", self.invite_url, 302)
+        session_url = entered.headers["location"]
+        await self.request(ENTRY, "GET", session_url, 200)  # consent page
+        await self.request(ENTRY, "POST", session_url, 302, {"action": "consent", "agree": "yes"})
+        await self.request(ENTRY, "GET", session_url, 200)  # instructions
+        await self.request(ENTRY, "GET", f"{session_url}?step=demographics", 200)
+        await self.request(ENTRY, "POST", session_url, 302, {"action": "demographics", **self.demographics})
+        kind = FIRST_SCREEN  # this GET also allocates the session's screens (one study-wide lock)
+        while True:
+            page = await self.request(None, "GET", session_url, 200)
+            assignment = _ASSIGNMENT.search(page.text)
+            if assignment is None:
+                if 'id="completion-code"' not in page.text:
+                    raise SessionFailed("a page that is neither a screen nor the completion page")
+                self.results.latencies[DONE].append(self.last_latency)
+                break
+            self.results.latencies[kind].append(self.last_latency)
+            if kind == FIRST_SCREEN:
+                self.results.latencies[NEXT].append(self.last_latency)  # it is a "next explanation" too
+            kind = NEXT
+            fields = sorted({(int(e), int(c)) for e, c in _RATING_FIELD.findall(page.text)})
+            if not fields:
+                raise SessionFailed("a screen without rating fields (an attention check was not expected)")
+            values = {key: self.random.randint(1, 5) for key in fields}
+            form = {"action": "screen", "assignment": assignment.group(1)}
+            form |= {f"r-{e}-{c}": str(v) for (e, c), v in values.items()}
+            await self.request(SUBMIT, "POST", session_url, 302, form)
+            for (explanation, construct), value in values.items():
+                self.results.saved[(self.label, explanation, construct)] = value
+        self.results.completed += 1
+
+
+async def run_clients(base_url: str, invites: dict[str, str], demographics: dict, args) -> tuple[Results, float]:
+    results = Results()
+    max_requests = 2 * (6 + 2 * args.ratings + 1)  # twice a session's requests: a bound, never reached when healthy
+    limits = httpx.Limits(max_connections=args.annotators, max_keepalive_connections=args.annotators)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+        annotators = [
+            Annotator(client, results, label, url, demographics, max_requests) for label, url in invites.items()
+        ]
+
+        async def one(annotator: Annotator) -> None:
+            try:
+                await annotator.run()
+            except SessionFailed as exc:
+                results.failures.append(f"{annotator.label}: {exc}")
+
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(one(annotator)) for annotator in annotators]
+        _, pending = await asyncio.wait(tasks, timeout=args.duration_limit)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        elapsed = time.perf_counter() - started
+        if pending:
+            results.failures.append(
+                f"{len(pending)} sessions unfinished after --duration-limit {args.duration_limit} s"
+            )
+    return results, elapsed
+
+
+# -- report and check ------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def print_figures(results: Results, elapsed: float, args, client_cpu: float) -> None:
+    total = results.requests
+    print(f"\nsessions completed: {results.completed} of {args.annotators} in {elapsed:.1f} s")
+    print(f"requests: {total} ({total / elapsed:.1f} requests/s); client CPU {client_cpu:.1f} s")
+    print(f"responses: {dict(sorted(results.statuses.items(), key=str))}; GETs sent again: {results.get_retries}")
+    print(f"\n{'latency (ms)':<20}{'n':>7}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}")
+    for kind in (NEXT, SUBMIT, FIRST_SCREEN, ENTRY, DONE):
+        values = results.latencies.get(kind) or []
+        if values:
+            cells = [1000 * percentile(values, q) for q in (50, 95, 99)] + [1000 * max(values)]
+            print(f"{kind:<20}{len(values):>7}" + "".join(f"{cell:>9.0f}" for cell in cells))
+    if results.failures:
+        print(f"\n{len(results.failures)} failures, first ones:")
+        for line in results.failures[:10]:
+            print(f"  {line}")
+
+
+def print_server_times(access_log: Path) -> None:
+    """Per request, the time gunicorn spent on it: the service time, without queueing for a worker thread."""
+    times: dict[str, list[float]] = defaultdict(list)
+    for line in access_log.read_text().splitlines():
+        method, _status, micros = line.split()
+        times[method].append(int(micros) / 1e6)
+    print(f"\n{'in gunicorn (ms)':<20}{'n':>7}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}")
+    for method in sorted(times):
+        values = times[method]
+        cells = [1000 * percentile(values, q) for q in (50, 95, 99)] + [1000 * max(values)]
+        print(f"{method + ' (all pages)':<20}{len(values):>7}" + "".join(f"{cell:>9.0f}" for cell in cells))
+
+
+def check_database(study, results: Results, args) -> list[str]:
+    """Compare what the database holds with what the server told the clients it saved; return the problems."""
+    from django.db.models import Count
+
+    from annotations.models import Annotator, Assignment, Rating
+
+    n_constructs = study.constructs.count()
+    expected = args.annotators * args.ratings * n_constructs
+    ratings = Rating.objects.filter(annotator__study=study)
+    stored = {
+        (label, e, c): v
+        for label, e, c, v in ratings.values_list("annotator__external_id", "explanation_id", "construct_id", "value")
+    }
+    duplicates = ratings.values("annotator", "explanation", "construct").annotate(n=Count("id")).filter(n__gt=1).count()
+    over_target = (
+        Assignment.objects.filter(annotator__study=study)
+        .exclude(status=Assignment.Status.RELEASED)
+        .values("explanation")
+        .annotate(n=Count("id"))
+        .filter(n__gt=study.ratings_per_explanation)
+        .count()
+    )
+    finished = Annotator.objects.filter(study=study, finished_at__isnull=False).count()
+    print(
+        f"\nratings stored: {ratings.count()}, "
+        f"expected {args.annotators} x {args.ratings} x {n_constructs} = {expected}"
+    )
+    print(
+        f"sessions finished in the database: {finished}; duplicate ratings: {duplicates}; "
+        f"explanations over their {study.ratings_per_explanation}-rating target: {over_target}"
+    )
+    problems = []
+    if ratings.count() != expected:
+        problems.append(f"{ratings.count()} ratings stored, {expected} expected")
+    if duplicates:
+        problems.append(f"{duplicates} ratings stored more than once")
+    lost = set(results.saved) - set(stored)
+    unacknowledged = set(stored) - set(results.saved)
+    changed = sum(1 for key in set(results.saved) & set(stored) if results.saved[key] != stored[key])
+    print(
+        f"acknowledged by the server: {len(results.saved)}; lost: {len(lost)}; stored without an acknowledgement: "
+        f"{len(unacknowledged)}; stored with another value: {changed}"
+    )
+    if lost or unacknowledged or changed:
+        problems.append(f"{len(lost)} lost, {len(unacknowledged)} unacknowledged, {changed} changed")
+    if finished != args.annotators or results.completed != args.annotators:
+        problems.append(f"{results.completed} sessions completed by clients, {finished} finished in the database")
+    if over_target:
+        problems.append(f"{over_target} explanations assigned beyond their target")
+    return problems
+
+
+def main() -> int:
+    args = parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="evalsite-load-"))
+    env = configure_environment(args, scratch)
+    print(f"load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(
+        f"load: {args.annotators} annotators x {args.ratings} ratings, gunicorn {args.workers} workers x "
+        f"{args.threads} threads, PostgreSQL database {args.database} (created now, dropped at the end)"
+    )
+    print(
+        f"note: ANNOTATOR_WRITES_PER_MINUTE raised to {WRITES_PER_MINUTE} for this run: every client posts from "
+        "127.0.0.1, and the production limit (per address ten times the per-session 120) would throttle them"
+    )
+    server = None
+    recreate_database(args.database)
+    try:
+        setup_started = time.perf_counter()
+        prepare_site()
+        from django.urls import reverse
+
+        from annotations.tokens import invite_token
+
+        study, n_items = build_study(annotators=args.annotators, ratings=args.ratings)
+        labels = [f"load-{index:04d}" for index in range(args.annotators)]
+        invites = {
+            label: reverse("annotations:invite", args=[study.slug, invite_token(study_id=study.pk, label=label)])
+            for label in labels
+        }
+        port = free_port()
+        server = start_gunicorn(args, env, port, scratch / "gunicorn.log", scratch / "access.log")
+        print(
+            f"study: {len(CONDITIONS)} conditions x {n_items} items, {study.constructs.count()} constructs, "
+            f"{RATINGS_PER_EXPLANATION} ratings per explanation; ready in {time.perf_counter() - setup_started:.0f} s; "
+            f"serving on http://{HOST}:{port}"
+        )
+
+        cpu_before = time.process_time()
+        results, elapsed = asyncio.run(run_clients(f"http://{HOST}:{port}", invites, demographics_answers(study), args))
+        print_figures(results, elapsed, args, time.process_time() - cpu_before)
+        stop_gunicorn(server)  # flushes the access log
+        print_server_times(scratch / "access.log")
+        problems = check_database(study, results, args)
+        if results.failures and not problems:
+            problems.append(f"{len(results.failures)} client failures")
+        print("\nPASS" if not problems else "\nFAIL: " + "; ".join(problems))
+        return 0 if not problems else 1
+    finally:
+        if server is not None:
+            stop_gunicorn(server)
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:  # Django may not have been set up when setup itself failed
+            pass
+        drop_database(args.database)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
