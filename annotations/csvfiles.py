@@ -41,6 +41,15 @@ def strip_answer_prefix(text: str) -> str:
     return _ANSWER_PREFIX.sub("", text or "").strip().rstrip(".").strip()
 
 
+def matching_key(text: str) -> str:
+    """The form in which a file's question text is compared with a stored question's.
+
+    Case and whitespace are ignored: exported student inputs differ from CommonsenseQA in both
+    ("did not,match" against "did not ,match", "semen?" against "semen ?").
+    """
+    return "".join(text.split()).casefold()
+
+
 def item_key_for(text: str) -> str:
     """A stable key for an item given by free text (the same question gets the same key in every file)."""
     parsed = parse_question_input(text)
