@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from distillation.models import Dataset, Prediction, Question, StudentRun, Teacher, TeacherOutput, TeacherRun
+from evalsite.adminlinks import jobs_started_message
 from evalsite.jobs import QueueUnavailable, enqueue_job
 
 
@@ -81,8 +82,7 @@ class StudentRunAdmin(admin.ModelAdmin):
         except QueueUnavailable as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        ids = ", ".join(str(job.pk) for job in jobs)
-        self.message_user(request, f"Started job(s) {ids}; follow them under Jobs.", messages.SUCCESS)
+        self.message_user(request, jobs_started_message(jobs), messages.SUCCESS)
 
     @admin.display(description="accuracy")
     def accuracy_display(self, run: StudentRun) -> str:
