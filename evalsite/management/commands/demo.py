@@ -99,6 +99,7 @@ class Command(BaseCommand):
             )
 
     def _students(self, options) -> list:
+        from distillation import jobs
         from distillation.models import StudentRun
         from distillation.services.students import default_teacher_run, student_run_create
         from evalsite.commands import run_job_with_progress
@@ -128,7 +129,7 @@ class Command(BaseCommand):
                 )
                 run_job_with_progress(
                     kind="student_training",
-                    function="distillation.jobs.train_student",
+                    function=jobs.train_student,
                     params={"run_id": run.pk, "eval_limit": options["eval_limit"]},
                 )
                 run.refresh_from_db()
@@ -143,6 +144,7 @@ class Command(BaseCommand):
         return runs
 
     def _study(self, options, runs, data_dir: Path):
+        from annotations.jobs import explanations as jobs
         from annotations.models import Study
         from annotations.services.studies import explanations_import_csv, study_create, study_open
         from distillation.models import Question
@@ -165,7 +167,7 @@ class Command(BaseCommand):
                 self._step(f"Writing {run.condition_label} explanations for {options['sample']} dev questions")
                 run_job_with_progress(
                     kind="generate_explanations",
-                    function="distillation.jobs.generate_explanations",
+                    function=jobs.generate_explanations,
                     params={
                         "run_id": run.pk,
                         "study_slug": study.slug,
@@ -198,6 +200,7 @@ class Command(BaseCommand):
         return study
 
     def _simulate(self, study, count: int) -> None:
+        from annotations.jobs import studies as jobs
         from evalsite.commands import run_job_with_progress
 
         if study.annotators.filter(external_id__startswith="simulated-", finished_at__isnull=False).exists():
@@ -206,7 +209,7 @@ class Command(BaseCommand):
         self._step(f"Simulating {count} annotators")
         job = run_job_with_progress(
             kind="simulate_annotators",
-            function="annotations.jobs.simulate_annotators",
+            function=jobs.simulate_annotators,
             params={"study_id": study.pk, "count": count, "seed": 0},
         )
         self.stdout.write(f"    {job.result['finished']} finished, {study.annotators.count()} in all")
