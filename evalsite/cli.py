@@ -23,10 +23,34 @@ LIBRARY_LOGGERS = (
 )
 
 
+# The libraries' own progress bars ("Loading weights", "Writing model shards", dataset maps) would draw
+# beside ours for every checkpoint; they read these when first imported.
+LIBRARY_PROGRESS_BAR_SWITCHES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+
+
+class ExpectedTiedWeightsWarning(logging.Filter):
+    """Drops accelerate's warning that it saved tied weights once ("Removed shared tensor ...").
+
+    T5 shares its embeddings with the output layer, so every checkpoint says so; loading the checkpoint ties
+    them again (the resume tests check that training continues from it), so the warning tells nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+def quiet_library_output() -> None:
+    """Keep the libraries' progress bars off (at process start; a variable set by the user wins)."""
+    for name in LIBRARY_PROGRESS_BAR_SWITCHES:
+        os.environ.setdefault(name, "1")
+
+
 def show_library_logs() -> None:
-    """Let the libraries' INFO lines through (`-v 2`), including those that configure their own loggers."""
+    """Let the libraries' INFO lines and bars through (`-v 2`), before the libraries are imported."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info")
     os.environ.setdefault("DATASETS_VERBOSITY", "info")
+    for name in LIBRARY_PROGRESS_BAR_SWITCHES:
+        os.environ[name] = "0"
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
 

@@ -176,10 +176,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"expected_tied_weights": {"()": "evalsite.cli.ExpectedTiedWeightsWarning"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         **{name: {"level": "WARNING"} for name in LIBRARY_LOGGERS},  # `-v 2` shows their INFO lines
+        "accelerate.utils.other": {"filters": ["expected_tied_weights"]},
     },
 }

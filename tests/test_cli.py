@@ -47,3 +47,19 @@ def test_library_loggers_stay_at_warning_by_default():
     for name in LIBRARY_LOGGERS:
         assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
     assert not logging.getLogger("accelerate.checkpointing").isEnabledFor(logging.INFO)
+
+
+def test_the_libraries_draw_no_progress_bars_of_their_own():
+    from transformers.utils import logging as transformers_logging
+
+    assert not transformers_logging.is_progress_bar_enabled(), "model loading would draw a bar per checkpoint"
+
+
+def test_accelerates_tied_weights_note_is_dropped_and_its_other_warnings_are_kept(caplog):
+    logger = logging.getLogger("accelerate.utils.other")
+    with caplog.at_level(logging.WARNING):
+        logger.warning("[RANK 0] Removed shared tensor {'lm_head.weight'} while saving. This should be OK")
+        logger.warning("[RANK 0] Detected kernel version 3.10.0, which is below the recommended minimum")
+    assert [record.getMessage() for record in caplog.records] == [
+        "[RANK 0] Detected kernel version 3.10.0, which is below the recommended minimum"
+    ]

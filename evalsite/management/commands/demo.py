@@ -19,6 +19,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
+from evalsite.cli import show_library_logs
+
 ADMIN_USERNAME = "admin"
 STUDY_SLUG = "demo"
 TEACHER_NAME = "llama2-13b"
@@ -59,6 +61,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         started = time.monotonic()
+        if options["verbosity"] >= 2:
+            show_library_logs()
         data_dir = self._data_dir(options["data_dir"])
         self._step("Migrating the database")
         call_command("migrate", "--noinput", verbosity=0)
