@@ -18,7 +18,10 @@ from annotations.models import (
     Rating,
     Study,
 )
+from annotations.services.explanations import explanations_regenerate_enqueue
 from annotations.services.studies import study_open
+from distillation import admin as distillation_admin
+from distillation.models import StudentRun
 
 
 class ConstructInline(admin.TabularInline):
@@ -132,6 +135,19 @@ class RatingAdmin(admin.ModelAdmin):
 class AnalysisReportAdmin(admin.ModelAdmin):
     list_display = ["id", "study", "reference", "created_at"]
     list_filter = ["study"]
+
+
+# Student runs are distillation's; explanations are ours, so the action that regenerates them is added here.
+admin.site.unregister(StudentRun)
+
+
+@admin.register(StudentRun)
+class StudentRunAdmin(distillation_admin.StudentRunAdmin):
+    actions = ["regenerate_explanations", *distillation_admin.StudentRunAdmin.actions]
+
+    @admin.action(description="Regenerate explanations in their studies (rated ones are kept as old versions)")
+    def regenerate_explanations(self, request, queryset):
+        self.enqueue_for_each(request, queryset, explanations_regenerate_enqueue)
 
 
 # Crowd-platform admin lives in its own module; importing it registers it.

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillation.datafiles import DataFileError
+from evalsite.errors import DataFileError
 
 # "[predict] Question: ... Choices: (a) x (b) y ..." as the students' inputs are written.
 _TASK_PREFIX = re.compile(r"^\s*\[[^\]]+\]\s*")

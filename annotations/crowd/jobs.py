@@ -6,17 +6,21 @@ from typing import Any
 
 from annotations.crowd import services
 from annotations.models import CrowdBatch
+from evalsite.jobs import job_function
 
 
+@job_function
 def launch_batch(*, progress, batch_id: int) -> dict[str, Any]:
     batch = services.crowd_batch_launch(batch=CrowdBatch.objects.get(pk=batch_id), progress=progress)
     return {"status": str(batch.status), "tasks": list(batch.tasks.values_list("external_id", flat=True))}
 
 
+@job_function
 def sync_batch(*, progress, batch_id: int) -> dict[str, Any]:
     return services.crowd_batch_sync(batch=CrowdBatch.objects.get(pk=batch_id), progress=progress)
 
 
+@job_function
 def review_batch(
     *,
     progress,
@@ -38,6 +42,7 @@ def review_batch(
     )
 
 
+@job_function
 def act_on_submissions(
     *,
     progress,
@@ -60,6 +65,7 @@ def act_on_submissions(
     )
 
 
+@job_function
 def expire_batch(*, progress, batch_id: int) -> dict[str, Any]:
     progress(0, 1, stage="expiring")
     batch = services.crowd_batch_expire(batch=CrowdBatch.objects.get(pk=batch_id))
@@ -67,6 +73,7 @@ def expire_batch(*, progress, batch_id: int) -> dict[str, Any]:
     return {"status": str(batch.status)}
 
 
+@job_function
 def notify_workers(
     *, progress, batch_id: int, subject: str, message: str, worker_ids: list[str] | None = None
 ) -> dict[str, Any]:
@@ -75,3 +82,14 @@ def notify_workers(
         batch=CrowdBatch.objects.get(pk=batch_id), subject=subject, message=message, worker_ids=worker_ids
     )
     return {"notified": sent}
+
+
+# What crowd_batch_enqueue and the crowd commands run for each action.
+JOB_FUNCTIONS = {
+    "launch": launch_batch,
+    "sync": sync_batch,
+    "review": review_batch,
+    "act": act_on_submissions,
+    "expire": expire_batch,
+    "notify": notify_workers,
+}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -17,16 +17,12 @@ from annotations.crowd.prolific import REJECTION_CATEGORIES, check_rejection
 from annotations.crowd.providers import CrowdPlatformError, CrowdProvider, RemoteSubmission, provider_for
 from annotations.crowd.review import FAILING_FLAGS, AnnotatorFacts, submission_flags, verdict
 from annotations.models import Annotator, BlockedWorker, CrowdBatch, CrowdPlatform, CrowdSubmission, CrowdTask, Study
+from evalsite.jobs import NO_PROGRESS, Progress
 
 logger = logging.getLogger("evalsite.crowd")
 
-Progress = Callable[..., None]
 LAUNCHABLE = (CrowdBatch.Status.DRAFT, CrowdBatch.Status.LAUNCHING, CrowdBatch.Status.FAILED)
 DEFAULT_REJECTION_CATEGORY = "FAILED_CHECK"
-
-
-def _no_progress(*args: Any, **kwargs: Any) -> None:
-    return None
 
 
 def _provider(batch: CrowdBatch, provider: CrowdProvider | None) -> CrowdProvider:
@@ -106,7 +102,7 @@ def _record_intents(batch: CrowdBatch) -> list[CrowdTask]:
 
 
 def crowd_batch_launch(
-    *, batch: CrowdBatch, provider: CrowdProvider | None = None, progress: Progress = _no_progress
+    *, batch: CrowdBatch, provider: CrowdProvider | None = None, progress: Progress = NO_PROGRESS
 ) -> CrowdBatch:
     """Create the batch's HITs (or Prolific study) and publish them; safe to run again after any crash.
 
@@ -218,7 +214,7 @@ def _manual_submissions(batch: CrowdBatch) -> list[RemoteSubmission]:
 
 
 def crowd_batch_sync(
-    *, batch: CrowdBatch, provider: CrowdProvider | None = None, progress: Progress = _no_progress
+    *, batch: CrowdBatch, provider: CrowdProvider | None = None, progress: Progress = NO_PROGRESS
 ) -> dict[str, int]:
     """Pull submissions, match them to annotators, flag them, and shut participants out of later batches."""
     provider = _provider(batch, provider)
@@ -399,7 +395,7 @@ def crowd_submissions_act(
     category: str = "",
     amount_cents: int = 0,
     provider: CrowdProvider | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, Any]:
     """Approve, reject or bonus many submissions; one failure is counted and the rest go on."""
     submissions = list(submissions)
@@ -442,7 +438,7 @@ def crowd_batch_review(
     reject_feedback: str = "",
     category: str = "",
     provider: CrowdProvider | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, int]:
     """Approve submissions with no flag, reject those with a failing flag; suspect ones wait for a person."""
     pending = list(batch.submissions.filter(status=CrowdSubmission.Status.SUBMITTED).select_related("batch"))
@@ -533,18 +529,10 @@ def blocked_worker_remove(*, platform: str, worker_id: str) -> bool:
 
 # -- jobs --------------------------------------------------------------------------------------------------------
 
-JOB_FUNCTIONS = {
-    "launch": "annotations.crowd.jobs.launch_batch",
-    "sync": "annotations.crowd.jobs.sync_batch",
-    "review": "annotations.crowd.jobs.review_batch",
-    "act": "annotations.crowd.jobs.act_on_submissions",
-    "expire": "annotations.crowd.jobs.expire_batch",
-    "notify": "annotations.crowd.jobs.notify_workers",
-}
-
 
 def crowd_batch_enqueue(*, batch: CrowdBatch, action: str, params: dict[str, Any] | None = None, user: Any = None):
     """Start a crowd job for a batch in the background (RQ, or a thread without Redis), after commit."""
+    from annotations.crowd.jobs import JOB_FUNCTIONS  # the job module imports this one
     from evalsite.jobs import enqueue_job
 
     if action not in JOB_FUNCTIONS:

@@ -8,7 +8,6 @@ startup (through the report views) and must stay light.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -20,15 +19,12 @@ from django.db.models.functions import Coalesce, Length
 from annotations.models import AnalysisReport, Study
 from annotations.selectors import completed_ratings
 from distillation.models import StudentRun
-from evalsite.jobs import enqueue_job
+from evalsite.jobs import Progress, enqueue_job
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Progress = Callable[..., None]
-
 ANALYSIS_JOB_KIND = "rating_analysis"
-ANALYSIS_JOB_FUNCTION = "annotations.jobs_analysis.analyze_study"
 DEFAULT_N_BOOT = 2000
 
 # Columns the analysis reads beside the tidy ones: the covariate every model gets (as the paper's
@@ -224,6 +220,8 @@ def analysis_report_get_or_run(
     """The stored report for the study's current ratings and this reference, or a new one whose job is
     enqueued (after commit). A failed report is returned as it is, so the page can show why, until `rerun`.
     `n_boot` defaults to DEFAULT_N_BOOT as it is when called (tests lower it)."""
+    from annotations.jobs.analysis import analyze_study  # the job module imports this one
+
     n_boot = DEFAULT_N_BOOT if n_boot is None else n_boot
     if reference and not study.conditions.filter(label=reference).exists():
         raise AnalysisUnavailable(f"{reference!r} is not a condition of this study")
@@ -241,7 +239,7 @@ def analysis_report_get_or_run(
         report.save()
         report.job = enqueue_job(
             kind=ANALYSIS_JOB_KIND,
-            function=ANALYSIS_JOB_FUNCTION,
+            function=analyze_study,
             params={"report_id": report.pk, "n_boot": n_boot},
             target=report,
             user=user,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ from django.db.models import Q
 from annotations.csvfiles import ExplanationRow, matching_key, read_explanation_csv
 from annotations.models import Condition, Construct, Explanation, Item, Study
 from annotations.presets import DEFAULT_CONSENT, DEFAULT_INSTRUCTIONS, construct_specs
-from distillation.datafiles import DataFileError
 from distillation.models import Question
-
-Progress = Callable[..., None]
+from evalsite.errors import DataFileError
+from evalsite.jobs import NO_PROGRESS, Progress
 
 STUDY_FIELDS = {
     "title",
@@ -37,10 +35,6 @@ STUDY_FIELDS = {
     "completion_code",
     "failed_attention_code",
 }
-
-
-def _noop(*args: Any, **kwargs: Any) -> None:
-    return None
 
 
 @transaction.atomic
@@ -261,7 +255,7 @@ def explanations_import_csv(
     prediction_column: str | None = None,
     only_source_ids: set[str] | None = None,
     allow_unmatched: bool = False,
-    progress: Progress = _noop,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, int]:
     """Import one condition's explanations from a CSV, all or nothing.
 

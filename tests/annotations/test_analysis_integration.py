@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from annotations.analysis.schema import validate_report
+from annotations.jobs.analysis import analyze_study
 from annotations.models import AnalysisReport, Annotator, Study
 from annotations.services import analysis, sessions
 from annotations.services.studies import condition_get_or_create
@@ -290,7 +291,7 @@ def test_report_files_are_served_only_from_the_reports_own_folder(admin_client, 
 @pytest.mark.django_db
 def test_a_failed_analysis_shows_why_and_runs_again_on_request(admin_client, artifacts):
     study = build_rated_study("report-failed", n_annotators=2)
-    failed = create_job(kind=analysis.ANALYSIS_JOB_KIND, function=analysis.ANALYSIS_JOB_FUNCTION)
+    failed = create_job(kind=analysis.ANALYSIS_JOB_KIND, function=analyze_study)
     Job.objects.filter(pk=failed.pk).update(status=Job.Status.FAILED, message="ValueError: singular matrix")
     AnalysisReport.objects.create(study=study, ratings_fingerprint=analysis.ratings_fingerprint(study), job=failed)
     url = reverse("annotations:report", args=[study.slug])

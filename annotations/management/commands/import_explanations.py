@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.jobs import studies as jobs
 from annotations.models import Study
-from distillation.datafiles import DataFileError
 from evalsite.commands import run_job_with_progress
+from evalsite.errors import DataFileError
 
 
 class Command(BaseCommand):
@@ -41,7 +42,7 @@ class Command(BaseCommand):
         }
         job = run_job_with_progress(
             kind="import_explanations",
-            function="annotations.jobs.import_explanations",
+            function=jobs.import_explanations,
             params={
                 "study_id": study.pk,
                 "condition_label": options["condition"],

@@ -1,5 +1,4 @@
-"""The job that analyses a study's ratings for a stored AnalysisReport row (kept apart from annotations.jobs,
-which other engineers own, and free of heavy imports until it runs)."""
+"""The job that analyses a study's ratings for a stored AnalysisReport row (free of heavy imports until it runs)."""
 
 from __future__ import annotations
 
@@ -7,8 +6,10 @@ from typing import Any
 
 from annotations.models import AnalysisReport
 from annotations.services import analysis
+from evalsite.jobs import job_function
 
 
+@job_function
 def analyze_study(*, progress, report_id: int, n_boot: int = analysis.DEFAULT_N_BOOT) -> dict[str, Any]:
     report = AnalysisReport.objects.select_related("study").get(pk=report_id)
     return analysis.analysis_report_compute(report=report, n_boot=n_boot, progress=progress)
