@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations import selectors
+from annotations.crowd import entry as crowd_entry
 from annotations.models import Annotator, Assignment, Study
 from annotations.ratelimit import limit_writes
 from annotations.services import sessions
@@ -94,9 +95,11 @@ def _allowed_turk_submit_to(url: str) -> bool:
 def mturk_entry(request: HttpRequest, slug: str) -> HttpResponse:
     study = _open_study(slug)
     assignment_id = request.GET.get("assignmentId", "")
-    if not assignment_id or assignment_id == MTURK_PREVIEW_ID:
-        return render(request, "annotations/preview.html", {"study": study, "constructs": study.constructs.all()})
     worker_id, hit_id = request.GET.get("workerId", ""), request.GET.get("hitId", "")
+    if not assignment_id or assignment_id == MTURK_PREVIEW_ID:
+        if crowd_entry.mturk_task_for_hit(study=study, hit_id=hit_id) is None:
+            return _reject(request, 403, "This is not one of this study's HITs, so there is nothing to preview.", study)
+        return render(request, "annotations/preview.html", {"study": study, "constructs": study.constructs.all()})
     turk_submit_to = request.GET.get("turkSubmitTo", "")
     if not worker_id or not hit_id:
         return _reject(request, 400, "The HIT link is missing workerId or hitId.", study)
@@ -113,7 +116,13 @@ def mturk_entry(request: HttpRequest, slug: str) -> HttpResponse:
     except sessions.SessionError as exc:
         return _reject(request, exc.status, str(exc), study)
     if annotator.external_assignment_id != assignment_id:
-        return _reject(request, 409, "You have already worked on this study in another HIT.", study)
+        return _reject(
+            request,
+            409,
+            "You have already worked on this study in another HIT, and each person takes part once. "
+            "Please return this HIT on MTurk.",
+            study,
+        )
     return HttpResponseRedirect(_session_url(annotator))
 
 

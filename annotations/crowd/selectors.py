@@ -23,24 +23,31 @@ def exclusion_groups(study: Study) -> set[str]:
     return groups
 
 
-def worker_is_excluded(*, study: Study, platform: str, worker_id: str) -> bool:
-    """True for a blocked worker, or one who took part in this study or one sharing its exclusion group.
+def exclusion_reason(*, study: Study, platform: str, worker_id: str) -> str:
+    """'blocked' for a blocked worker, 'took_part' for one who took part in this study or one sharing its
+    exclusion group, else ''.
 
-    The annotator entry views call this before creating an annotator; it backs up the platform's own
-    exclusion (MTurk qualification, Prolific previous-studies filter), which a worker may slip past.
+    The entry service calls this before creating an annotator; it backs up the platform's own exclusion
+    (MTurk qualification, Prolific previous-studies filter), which a worker may slip past.
     """
     if not worker_id:
-        return False
+        return ""
     if BlockedWorker.objects.filter(platform=platform, worker_id=worker_id).exists():
-        return True
+        return "blocked"
     groups = exclusion_groups(study)
     related_batches = CrowdBatch.objects.filter(Q(study__slug__in=groups) | Q(params__exclusion_group__in=groups))
     if CrowdSubmission.objects.filter(
         batch__in=related_batches, batch__platform=platform, worker_id=worker_id
     ).exists():
-        return True
+        return "took_part"
     related_studies = Study.objects.filter(Q(slug__in=groups) | Q(crowd_batches__in=related_batches))
-    return Annotator.objects.filter(study__in=related_studies, source=platform, external_id=worker_id).exists()
+    if Annotator.objects.filter(study__in=related_studies, source=platform, external_id=worker_id).exists():
+        return "took_part"
+    return ""
+
+
+def worker_is_excluded(*, study: Study, platform: str, worker_id: str) -> bool:
+    return bool(exclusion_reason(study=study, platform=platform, worker_id=worker_id))
 
 
 def batch_spec(batch: CrowdBatch) -> BatchSpec:

@@ -69,6 +69,11 @@ def crowd_batch_create(
         )
     if platform != CrowdPlatform.MTURK and n_tasks != 1:
         raise CrowdPlatformError("a Prolific or manual batch is one study: n_tasks must be 1 (set its places instead)")
+    if platform == CrowdPlatform.MANUAL and not str(params.get("prolific_study_id", "")).strip():
+        raise CrowdPlatformError(
+            "a manual batch needs the id of the study you made on the platform (prolific_study_id): "
+            "entries are admitted only with that STUDY_ID"
+        )
     if fee_rate is None:
         fee_rate = default_fee_rate(
             platform=platform, assignments_per_task=assignments_per_task, masters=bool(params.get("masters"))
@@ -179,7 +184,9 @@ def _task_record_created(task: CrowdTask, external_id: str) -> None:
 # -- sync ------------------------------------------------------------------------------------------------------
 
 
-def _facts(annotator: Annotator | None) -> AnnotatorFacts:
+def _facts(annotator: Annotator | None, *, duplicate: bool = False) -> AnnotatorFacts:
+    if duplicate:
+        return AnnotatorFacts(found=False, duplicate=True)
     if annotator is None:
         return AnnotatorFacts(found=False)
     flags = annotator.flags or {}
@@ -192,10 +199,25 @@ def _facts(annotator: Annotator | None) -> AnnotatorFacts:
     )
 
 
-def _match_annotator(batch: CrowdBatch, remote: RemoteSubmission) -> Annotator | None:
+def _match_annotator(batch: CrowdBatch, remote: RemoteSubmission) -> tuple[Annotator | None, bool]:
+    """The annotator behind a submission, and whether the submission is a worker's second one.
+
+    A submission matches the annotator who entered with its assignment (MTurk assignmentId, Prolific
+    SESSION_ID). A worker's other assignment in the same study matches nobody: it is flagged duplicate_worker,
+    so the one session is never approved or bonused twice. Only an annotator who entered without an assignment
+    id is matched by worker id alone.
+    """
     source = batch.platform if batch.platform != CrowdPlatform.MANUAL else batch.params.get("annotator_source", "")
     candidates = Annotator.objects.filter(study=batch.study, source=source, external_id=remote.worker_id)
-    return candidates.filter(external_assignment_id=remote.assignment_id).first() or candidates.first()
+    exact = candidates.filter(external_assignment_id=remote.assignment_id).first()
+    if exact is not None:
+        return exact, False
+    other = candidates.first()
+    if other is None:
+        return None, False
+    if other.external_assignment_id:
+        return None, True
+    return other, False
 
 
 def _manual_submissions(batch: CrowdBatch) -> list[RemoteSubmission]:
@@ -232,7 +254,7 @@ def crowd_batch_sync(
     created = updated = 0
     for done, remote in enumerate(remote_submissions):
         progress(done, len(remote_submissions), stage="matching submissions")
-        annotator = _match_annotator(batch, remote)
+        annotator, duplicate = _match_annotator(batch, remote)
         submission, was_created = CrowdSubmission.objects.get_or_create(
             batch=batch,
             external_assignment_id=remote.assignment_id,
@@ -242,7 +264,7 @@ def crowd_batch_sync(
         submission.task = tasks.get(remote.task_external_id) or submission.task
         submission.annotator = annotator
         submission.platform_status = remote.platform_status
-        submission.flags = submission_flags(_facts(annotator))
+        submission.flags = submission_flags(_facts(annotator, duplicate=duplicate))
         if batch.platform != CrowdPlatform.MANUAL or was_created:
             submission.status = remote.status
         submission.submitted_at = remote.submitted_at or submission.submitted_at
@@ -273,11 +295,40 @@ def _check_reviewable(submission: CrowdSubmission) -> bool:
     return submission.status == CrowdSubmission.Status.SUBMITTED
 
 
+def _same_person_in_study(submission: CrowdSubmission):
+    """The worker's other submissions for the same study, on the same platform (any batch of it)."""
+    return CrowdSubmission.objects.filter(
+        batch__study_id=submission.batch.study_id,
+        batch__platform=submission.batch.platform,
+        worker_id=submission.worker_id,
+    ).exclude(pk=submission.pk)
+
+
+def _check_one_payment(submission: CrowdSubmission, *, what: str) -> None:
+    """One payment per person per study: a second assignment of a worker is never approved or bonused."""
+    if (submission.flags or {}).get("duplicate_worker"):
+        raise CrowdPlatformError(
+            f"{submission.worker_id} did this study in another assignment; {what} refused (one payment per "
+            "person): reject this one with a reason, or ask the worker to return it"
+        )
+    others = _same_person_in_study(submission)
+    paid = (
+        others.filter(status=CrowdSubmission.Status.APPROVED) if what == "approval" else others.exclude(bonus_token="")
+    )
+    first = paid.first()
+    if first is not None:
+        raise CrowdPlatformError(
+            f"{submission.worker_id} already has a{'n approval' if what == 'approval' else ' bonus'} for this study "
+            f"(assignment {first.external_assignment_id}); {what} refused: one payment per person"
+        )
+
+
 def crowd_submission_approve(
     *, submission: CrowdSubmission, feedback: str = "", provider: CrowdProvider | None = None
 ) -> bool:
     if not _check_reviewable(submission):
         return False
+    _check_one_payment(submission, what="approval")
     batch = submission.batch
     _provider(batch, provider).approve(
         selectors.batch_spec(batch),
@@ -342,6 +393,8 @@ def crowd_submission_bonus(
     submission.refresh_from_db()
     if submission.bonus_paid_at is not None:
         return False
+    if not submission.bonus_token:
+        _check_one_payment(submission, what="bonus")
     batch = submission.batch
     provider = _provider(batch, provider)
     spec = selectors.batch_spec(batch)

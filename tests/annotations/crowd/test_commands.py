@@ -103,7 +103,19 @@ def test_prolific_commands(prolific_server, study):
 
 
 def test_manual_mode_prints_the_link_and_codes_and_syncs_finished_participants(crowd_settings, study):
-    output = run("launch_prolific", "--study", study.slug, "--places", "5", "--reward", "2.00", "--manual", "--quiet")
+    output = run(
+        "launch_prolific",
+        "--study",
+        study.slug,
+        "--places",
+        "5",
+        "--reward",
+        "2.00",
+        "--manual",
+        "--quiet",
+        "--prolific-study-id",
+        "64f0manualstudy",
+    )
     assert f"{PUBLIC_URL}/study/crowd-study/prolific/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}" in output
     assert study.completion_code in output
     participant(study, source="prolific", worker_id="PMANUAL", assignment_id="S1")

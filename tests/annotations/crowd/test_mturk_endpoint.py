@@ -186,16 +186,17 @@ def test_a_worker_of_a_study_in_the_same_exclusion_group_is_turned_away(mturk_se
     assignment = mturk_server.add_assignment(first.tasks.get().external_id, "WOLD")
     participant(study, source="mturk", worker_id="WOLD", assignment_id=assignment)
     services.crowd_batch_sync(batch=first)
-    services.crowd_batch_create(
-        study=follow_up,
-        platform="mturk",
-        title="Follow-up",
-        reward_cents=100,
-        params={"exclusion_group": "crowd-study"},
-    )
+    second = launch(follow_up, n_tasks=1, exclusion_group="crowd-study")
     assert selectors.worker_is_excluded(study=follow_up, platform="mturk", worker_id="WOLD")
-    with pytest.raises(WorkerExcluded):
-        annotator_enter(study=follow_up, source="mturk", external_id="WOLD", external_assignment_id="A2")
+    with pytest.raises(WorkerExcluded, match="taken part"):
+        annotator_enter(
+            study=follow_up,
+            source="mturk",
+            external_id="WOLD",
+            external_assignment_id="A2",
+            platform_data={"hitId": second.tasks.get().external_id},
+        )
+    assert not follow_up.annotators.exists()
 
 
 def test_expire_and_notify(mturk_server, study):
