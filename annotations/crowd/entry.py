@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotations.crowd import selectors
-from annotations.crowd.providers import provider_for
+from annotations.crowd.platforms import provider_for
 from annotations.models import Annotator, CrowdBatch, CrowdPlatform, CrowdSubmission, CrowdTask, Study
 
 logger = logging.getLogger("evalsite.crowd")

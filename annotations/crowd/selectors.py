@@ -8,10 +8,16 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Count, Q, Sum
 
-from annotations.crowd.costs import MTURK_MIN_FEE, CostBreakdown, batch_cost
+from annotations.crowd.costs import (
+    MTURK_BONUS_FEE_RATE,
+    MTURK_MAX_ASSIGNMENTS_AT_BASE_FEE,
+    MTURK_MIN_FEE,
+    CostBreakdown,
+    batch_cost,
+)
 from annotations.crowd.providers import BatchSpec
 from annotations.crowd.review import verdict
-from annotations.models import Annotator, BlockedWorker, CrowdBatch, CrowdPlatform, CrowdSubmission, Study
+from annotations.models import Annotator, BlockedWorker, CrowdBatch, CrowdPlatform, CrowdSubmission, CrowdTask, Study
 
 
 def exclusion_groups(study: Study) -> set[str]:
@@ -112,6 +118,7 @@ def cost_estimate(
         bonus_cents=planned_bonus_cents,
         bonus_count=planned_bonus_count,
         min_fee=MTURK_MIN_FEE if platform == CrowdPlatform.MTURK else Decimal(0),
+        bonus_fee_rate=MTURK_BONUS_FEE_RATE if platform == CrowdPlatform.MTURK else None,
     )
 
 
@@ -214,3 +221,46 @@ def manual_links(batch: CrowdBatch) -> dict[str, str]:
         "completion_code": batch.study.completion_code,
         "failed_attention_code": batch.study.failed_attention_code,
     }
+
+
+def refill_plan(batch: CrowdBatch) -> list[tuple[CrowdTask, int]]:
+    """Per task, the places to add for work that freed its place and was not refilled before.
+
+    MTurk offers returned and abandoned assignments again by itself, so only rejected ones count there; on
+    Prolific rejected, returned and timed-out submissions count (screened-out ones do not: no work was left).
+    A HIT made with fewer than 10 assignments stays below 10 (MTurk refuses to cross, and the fee would rise).
+    """
+    plan = []
+    for task in batch.tasks.exclude(external_id="").order_by("id"):
+        submissions = task.submissions.all()
+        if batch.platform == CrowdPlatform.MTURK:
+            freed = submissions.filter(status=CrowdSubmission.Status.REJECTED).count()
+        else:
+            freed = (
+                submissions.filter(status__in=[CrowdSubmission.Status.REJECTED, CrowdSubmission.Status.RETURNED])
+                .exclude(platform_status__iexact="SCREENED OUT")
+                .count()
+            )
+        extra = freed - (task.max_assignments - batch.assignments_per_task)
+        if batch.platform == CrowdPlatform.MTURK and batch.assignments_per_task <= MTURK_MAX_ASSIGNMENTS_AT_BASE_FEE:
+            extra = min(extra, MTURK_MAX_ASSIGNMENTS_AT_BASE_FEE - task.max_assignments)
+        if extra > 0:
+            plan.append((task, extra))
+    return plan
+
+
+CURRENCY_SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€"}
+
+
+def batch_currency(batch: CrowdBatch) -> str:
+    """The currency a batch pays in: MTurk's US dollars, or the Prolific account's (learnt at launch)."""
+    if batch.platform == CrowdPlatform.MTURK:
+        return "USD"
+    return str((batch.params or {}).get("currency", ""))
+
+
+def money_label(currency: str) -> str:
+    """What goes before an amount: a symbol, the code, or a note that the account's currency applies."""
+    if not currency:
+        return "(account currency) "
+    return CURRENCY_SYMBOLS.get(currency, f"{currency} ")

@@ -44,6 +44,9 @@ class FakeMTurk:
 
     # -- helpers for tests ---------------------------------------------------------------------------------------
     def add_assignment(self, hit_id: str, worker_id: str, status: str = "Submitted") -> str:
+        """A worker accepts (and submits) the HIT; refused, like MTurk, once every assignment is taken."""
+        if len(self.assignments[hit_id]) >= self.hits[hit_id]["MaxAssignments"]:
+            raise FakeMTurkError(f"HIT {hit_id} has no assignment left")
         assignment_id = new_id()
         self.assignments[hit_id].append(
             {
@@ -143,7 +146,29 @@ class FakeMTurk:
         return {}
 
     def ApproveAssignment(self, body):
+        if body.get("OverrideRejection"):
+            assignment = self.assignment(body["AssignmentId"])
+            if assignment["AssignmentStatus"] != "Rejected":
+                raise FakeMTurkError("OverrideRejection can be used only on a rejected assignment")
+            assignment["AssignmentStatus"] = "Approved"
+            assignment["RequesterFeedback"] = body.get("RequesterFeedback", "")
+            return {}
         return self._review(body, "Approved")
+
+    def CreateAdditionalAssignmentsForHIT(self, body):
+        token = body.get("UniqueRequestToken")
+        if token and token in self.hit_tokens:
+            raise FakeMTurkError("There is already a request with this UniqueRequestToken.")
+        hit = self.hits[body["HITId"]]
+        extra = int(body["NumberOfAdditionalAssignments"])
+        if extra < 1:
+            raise FakeMTurkError("NumberOfAdditionalAssignments must be at least 1")
+        if hit["MaxAssignments"] < 10 <= hit["MaxAssignments"] + extra:
+            raise FakeMTurkError("HITs created with fewer than 10 assignments cannot be extended to 10 or more")
+        hit["MaxAssignments"] += extra
+        if token:
+            self.hit_tokens[token] = hit["HITId"]
+        return {}
 
     def RejectAssignment(self, body):
         return self._review(body, "Rejected")

@@ -107,10 +107,20 @@ def test_sync_review_bonus_and_exclusion_round_trip(mturk_server, study):
     assert mturk_server.grants[batch.exclusion_qualification_id] == {"WGOOD", "WSLOPPY", "WFAST", "WGHOST"}
 
     review = services.crowd_batch_review(batch=batch, approve_passing=True, reject_failing=True)
-    assert review == {"approved": 1, "rejected": 2, "left_for_review": 1}
+    assert {k: review[k] for k in ("approved", "rejected", "left_for_review", "failed")} == {
+        "approved": 1,
+        "rejected": 2,
+        "left_for_review": 1,
+        "failed": 0,
+    }
     assert mturk_server.assignment(good)["AssignmentStatus"] == "Approved"
     assert mturk_server.assignment(sloppy)["AssignmentStatus"] == "Rejected"
-    assert "instructed-response check" in mturk_server.assignment(sloppy)["RequesterFeedback"]
+    # Each worker is told their own reason, not the union of everyone's.
+    sloppy_feedback = mturk_server.assignment(sloppy)["RequesterFeedback"]
+    assert "instructed-response check" in sloppy_feedback and "not finished" not in sloppy_feedback
+    ghost = CrowdSubmission.objects.get(batch=batch, worker_id="WGHOST").external_assignment_id
+    ghost_feedback = mturk_server.assignment(ghost)["RequesterFeedback"]
+    assert "not finished" in ghost_feedback and "instructed-response" not in ghost_feedback
     assert mturk_server.assignment(fast)["AssignmentStatus"] == "Submitted", "suspect work waits for a person"
 
     submission = CrowdSubmission.objects.get(batch=batch, worker_id="WGOOD")
