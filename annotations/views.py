@@ -9,6 +9,7 @@ from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -332,5 +333,7 @@ def _done_page(request: HttpRequest, annotator: Annotator, token: str) -> HttpRe
 
 @staff_member_required
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    if not request.user.has_perm("annotations.view_study"):
+        raise PermissionDenied("needs the view permission on studies")
     study = get_object_or_404(Study, slug=slug)
     return render(request, "annotations/dashboard.html", {"dashboard": selectors.study_dashboard(study)})

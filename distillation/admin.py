@@ -62,13 +62,16 @@ class StudentRunAdmin(admin.ModelAdmin):
     raw_id_fields = ["teacher_run"]
     actions = ["regenerate_explanations", "train_or_resume"]
 
-    @admin.action(description="Regenerate explanations in their studies (rated ones are kept as old versions)")
+    @admin.action(
+        description="Regenerate explanations in their studies (rated ones are kept as old versions)",
+        permissions=["change"],
+    )
     def regenerate_explanations(self, request, queryset):
         self._enqueue(
             request, queryset, kind="regenerate_explanations", function="distillation.jobs.regenerate_explanations"
         )
 
-    @admin.action(description="Train (or resume from the last checkpoint) and evaluate")
+    @admin.action(description="Train (or resume from the last checkpoint) and evaluate", permissions=["change"])
     def train_or_resume(self, request, queryset):
         self._enqueue(request, queryset, kind="student_training", function="distillation.jobs.train_student")
 

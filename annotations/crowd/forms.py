@@ -105,7 +105,16 @@ class LaunchForm(forms.Form):
         )
 
 
-ACTIONS = [("approve", "Approve"), ("reject", "Reject"), ("bonus", "Pay a bonus"), ("block", "Block the workers")]
+ACTIONS = [
+    ("approve", "Approve"),
+    ("reject", "Reject"),
+    ("bonus", "Pay a bonus"),
+    ("request_return", "Ask to return the work (Prolific)"),
+    ("overturn", "Overturn a rejection: approve after all (MTurk)"),
+    ("message", "Message the workers"),
+    ("block", "Block the workers"),
+]
+NEEDS_REASON = ("reject", "bonus", "block", "request_return", "message")
 
 
 class ReviewForm(forms.Form):
@@ -113,7 +122,8 @@ class ReviewForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
         required=False,
-        help_text="Sent to the workers: feedback for an approval or rejection, the reason for a bonus.",
+        help_text="Sent to the workers: feedback for an approval, rejection or overturn, the reason for a bonus or "
+        "a return request, the text of a message.",
     )
     category = forms.ChoiceField(
         choices=[(c, c.replace("_", " ").lower()) for c in REJECTION_CATEGORIES], initial="FAILED_CHECK"
@@ -123,7 +133,7 @@ class ReviewForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         action = data.get("action")
-        if action in ("reject", "bonus", "block") and not (data.get("reason") or "").strip():
+        if action in NEEDS_REASON and not (data.get("reason") or "").strip():
             self.add_error("reason", "Give a reason: the workers (or your records) will read it.")
         if action == "bonus" and not data.get("bonus"):
             self.add_error("bonus", "Give the bonus amount.")

@@ -9,7 +9,9 @@ FAILING_FLAGS = ("attention_failed", "incomplete")
 # Grounds for a closer look, not for rejecting automatically: platforms ask for clear, stated criteria.
 SUSPECT_FLAGS = ("too_fast", "straight_lining", "unknown_worker")
 # Never approved, rejected or bonused automatically: a person decides (one payment per person per study).
-HOLD_FLAGS = ("duplicate_worker",)
+HOLD_FLAGS = ("duplicate_worker", "return_requested")
+# Flags that record what a person or the platform did, kept when a sync recomputes the others.
+KEPT_FLAGS = ("return_requested",)
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,64 @@ def submissions_for_review(batch: CrowdBatch, *, status: str | None = None):
     return queryset
 
 
+@dataclass(frozen=True)
+class WorkerEvidence:
+    """What a reviewer needs to judge one worker's session."""
+
+    screens_done: int
+    screens_total: int
+    median_seconds: float | None
+    attention: list[tuple[int | None, int | None]]  # (answer given, answer expected) per check
+    straight_lining: bool
+    too_fast: bool
+    ratings: list[tuple[str, list[int]]]  # per construct, the values in screen order
+
+    @property
+    def attention_failed(self) -> int:
+        return sum(1 for given, expected in self.attention if given != expected)
+
+
+def worker_evidence(annotator: Annotator) -> WorkerEvidence:
+    from statistics import median
+
+    from annotations.models import Assignment
+
+    assignments = [a for a in annotator.assignments.all() if a.status != Assignment.Status.RELEASED]
+    done = [a for a in assignments if a.status == Assignment.Status.COMPLETED]
+    seconds = [a.seconds_spent for a in done if a.seconds_spent is not None]
+    attention = [(a.attention_value, a.expected_value) for a in done if a.kind == Assignment.Kind.ATTENTION]
+    by_construct: dict[str, list[int]] = {}
+    for rating in sorted(annotator.ratings.all(), key=lambda r: (r.assignment_id, r.construct_id)):
+        by_construct.setdefault(rating.construct.name, []).append(rating.value)
+    flags = annotator.flags or {}
+    return WorkerEvidence(
+        screens_done=len(done),
+        screens_total=len(assignments),
+        median_seconds=round(median(seconds), 1) if seconds else None,
+        attention=attention,
+        straight_lining=bool(flags.get("straight_lining")),
+        too_fast=bool(flags.get("too_fast")),
+        ratings=sorted(by_construct.items()),
+    )
+
+
+def submissions_with_evidence(
+    batch: CrowdBatch, *, status: str | None = None
+) -> list[tuple[CrowdSubmission, str, WorkerEvidence | None]]:
+    """The review screen's rows: each submission, the suggested decision, and its worker's evidence."""
+    queryset = submissions_for_review(batch, status=status).prefetch_related(
+        "annotator__assignments", "annotator__ratings__construct"
+    )
+    return [
+        (
+            submission,
+            verdict(submission.flags or {}),
+            worker_evidence(submission.annotator) if submission.annotator else None,
+        )
+        for submission in queryset
+    ]
+
+
 def submissions_with_verdicts(batch: CrowdBatch, *, status: str | None = None) -> list[tuple[CrowdSubmission, str]]:
     return [
         (submission, verdict(submission.flags or {})) for submission in submissions_for_review(batch, status=status)
@@ -210,17 +268,39 @@ def batch_jobs(batch: CrowdBatch, *, limit: int = 10):
 
 
 def manual_links(batch: CrowdBatch) -> dict[str, str]:
-    """What an admin pastes into a platform by hand: the study URL and the completion codes."""
-    from annotations.crowd.mturk import entry_url
+    """What an admin pastes into a platform by hand: the study URL, the study id it admits, and the codes."""
     from annotations.crowd.prolific import study_url
 
     public_url = settings.EVALSITE_PUBLIC_URL
     return {
         "prolific_style_url": study_url(public_url, batch.study.slug),
-        "mturk_url": entry_url(public_url, batch.study.slug),
+        "admitted_study_id": str((batch.params or {}).get("prolific_study_id", "")),
         "completion_code": batch.study.completion_code,
         "failed_attention_code": batch.study.failed_attention_code,
+        "screenout_code": str((batch.params or {}).get("screenout_code", "")),
     }
+
+
+def worker_preview_url(batch: CrowdBatch) -> str:
+    """Where an admin sees the HITs as workers do (MTurk's preview of the HIT type), once launched."""
+    from annotations.crowd.mturk import preview_url
+
+    if batch.platform != CrowdPlatform.MTURK or not batch.external_id:
+        return ""
+    return preview_url(sandbox=batch.sandbox, hit_type_id=batch.external_id)
+
+
+def refill_cost(batch: CrowdBatch) -> tuple[int, CostBreakdown]:
+    """How many places a refill adds now and what they cost (rewards and fees)."""
+    places = sum(extra for _task, extra in refill_plan(batch))
+    cost = cost_estimate(
+        platform=batch.platform,
+        reward_cents=batch.reward_cents,
+        n_tasks=1,
+        assignments_per_task=places,
+        fee_rate=batch.fee_rate,
+    )
+    return places, cost
 
 
 def refill_plan(batch: CrowdBatch) -> list[tuple[CrowdTask, int]]:

@@ -19,7 +19,7 @@ from annotations.crowd.mturk import check_public_url
 from annotations.crowd.platforms import provider_for
 from annotations.crowd.prolific import REJECTION_CATEGORIES, check_rejection
 from annotations.crowd.providers import CrowdPlatformError, CrowdProvider, RemoteSubmission
-from annotations.crowd.review import FAILING_FLAGS, AnnotatorFacts, submission_flags, verdict
+from annotations.crowd.review import FAILING_FLAGS, KEPT_FLAGS, AnnotatorFacts, submission_flags, verdict
 from annotations.models import Annotator, BlockedWorker, CrowdBatch, CrowdPlatform, CrowdSubmission, CrowdTask, Study
 
 logger = logging.getLogger("evalsite.crowd")
@@ -282,7 +282,8 @@ def crowd_batch_sync(
         submission.task = tasks.get(remote.task_external_id) or submission.task
         submission.annotator = annotator
         submission.platform_status = remote.platform_status
-        submission.flags = submission_flags(_facts(annotator, duplicate=duplicate))
+        kept = {name: True for name in KEPT_FLAGS if (submission.flags or {}).get(name)}
+        submission.flags = {**submission_flags(_facts(annotator, duplicate=duplicate)), **kept}
         if batch.platform != CrowdPlatform.MANUAL or was_created:
             submission.status = remote.status
         submission.submitted_at = remote.submitted_at or submission.submitted_at

@@ -107,7 +107,7 @@ def test_review_screen_bulk_actions_need_reasons(admin_client, study):
     batch = make_batch(study, platform="prolific")
     url = reverse("admin:annotations_crowdbatch_review", args=[batch.pk])
     page = admin_client.get(url)
-    assert [s.worker_id for s, _ in page.context["rows"]] == ["W0", "W1", "W2"]
+    assert [s.worker_id for s, _, _ in page.context["rows"]] == ["W0", "W1", "W2"]
     ids = list(batch.submissions.order_by("id").values_list("pk", flat=True))
 
     short = admin_client.post(
