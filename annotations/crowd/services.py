@@ -800,11 +800,6 @@ def blocked_worker_add(*, platform: str, worker_id: str, reason: str = "") -> Bl
     return blocked
 
 
-def blocked_worker_remove(*, platform: str, worker_id: str) -> bool:
-    deleted, _ = BlockedWorker.objects.filter(platform=platform, worker_id=worker_id).delete()
-    return bool(deleted)
-
-
 # -- jobs --------------------------------------------------------------------------------------------------------
 
 JOB_FUNCTIONS = {
