@@ -68,6 +68,8 @@ def _crowd_entry_batch_id(study: Study, source: str, external_id: str, external_
     reason = exclusion_reason(study=study, platform=source, worker_id=external_id)
     if reason:
         raise WorkerExcluded(BLOCKED_MESSAGE if reason == "blocked" else TOOK_PART_MESSAGE)
+    if batch.params.get("screenout_code"):
+        data["screenout_code"] = batch.params["screenout_code"]  # shown if no work is left for them
     return batch.pk
 
 
