@@ -222,6 +222,30 @@ class FakeMTurk:
         return True
 
 
+def model_problems(operation: str, body: dict[str, Any]) -> list[str]:
+    """What botocore's MTurk model says is wrong with a request: an unknown operation, missing or unknown members."""
+    import botocore.session
+
+    model = _service_model(botocore.session)
+    if operation not in model.operation_names:
+        return [f"{operation} is not an MTurk operation"]
+    shape = model.operation_model(operation).input_shape
+    members = set(shape.members) if shape is not None else set()
+    required = set(shape.required_members) if shape is not None else set()
+    return [f"missing {name}" for name in sorted(required - set(body))] + [
+        f"unknown member {name}" for name in sorted(set(body) - members)
+    ]
+
+
+_MODEL: list[Any] = []
+
+
+def _service_model(botocore_session):
+    if not _MODEL:
+        _MODEL.append(botocore_session.get_session().get_service_model("mturk"))
+    return _MODEL[0]
+
+
 class _Handler(BaseHTTPRequestHandler):
     service: FakeMTurk
 
@@ -233,6 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
         handler = getattr(self.service, operation, None) if target.startswith(TARGET_PREFIX) else None
         if handler is None or not operation[:1].isupper():
             return self._send(400, {"__type": "UnknownOperationException", "message": target})
+        problems = model_problems(operation, body)
+        if problems:
+            return self._send(400, {"__type": "ValidationException", "Message": "; ".join(problems)})
         with self.service.lock:
             self.service.calls.append((operation, body))
             try:

@@ -222,3 +222,19 @@ def test_expire_and_notify(mturk_server, study):
     assert {hit["HITStatus"] for hit in mturk_server.hits.values()} == {"Unassignable"}
     batch.refresh_from_db()
     assert batch.status == CrowdBatch.Status.EXPIRED
+
+
+def test_the_stand_in_refuses_what_botocores_model_does_not_allow(mturk_server, crowd_settings):
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        crowd_settings.MTURK_ENDPOINT_URL,
+        data=json.dumps({"HITId": "X", "Bogus": 1}).encode(),
+        headers={"X-Amz-Target": "MTurkRequesterServiceV20170117.CreateAdditionalAssignmentsForHIT"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    message = json.loads(refused.value.read())["Message"]
+    assert message == "missing NumberOfAdditionalAssignments; unknown member Bogus"
+    assert mturk_server.calls == []
