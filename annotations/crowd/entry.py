@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from annotations.crowd import selectors
 from annotations.crowd.platforms import provider_for
+from annotations.crowd.providers import CrowdPlatformError
 from annotations.models import Annotator, CrowdBatch, CrowdPlatform, CrowdSubmission, CrowdTask, Study
 
 logger = logging.getLogger("evalsite.crowd")
@@ -85,6 +86,8 @@ def entry_batch(*, study: Study, source: str, worker_id: str, assignment_id: str
                 "Please open the study from your Prolific dashboard."
             )
         batch = found
+        if batch.platform == CrowdPlatform.PROLIFIC:
+            _check_prolific_session(batch, participant_id=worker_id, session_id=assignment_id)
     else:
         raise EntryRefused(f"Entries from {source!r} are not taken; use the link you were given.")
     if assignment_used_by_another(source=source, assignment_id=assignment_id, worker_id=worker_id):
@@ -92,6 +95,22 @@ def entry_batch(*, study: Study, source: str, worker_id: str, assignment_id: str
             "This assignment belongs to another worker. Please open the task from your own account on the platform."
         )
     return batch
+
+
+def _check_prolific_session(batch: CrowdBatch, *, participant_id: str, session_id: str) -> None:
+    """Ask Prolific whose SESSION_ID this is: a made-up participant id with a real STUDY_ID gets no session."""
+    if not session_id:
+        raise EntryRefused("The Prolific link has no SESSION_ID. Please open the study from your Prolific dashboard.")
+    try:
+        owner = provider_for(batch.platform).session_owner(selectors.batch_spec(batch), assignment_id=session_id)
+    except CrowdPlatformError as exc:
+        logger.warning("could not check Prolific session %s (batch %s): %s", session_id, batch.pk, exc)
+        raise EntryRefused("Prolific did not answer just now. Please reload this page in a minute.") from exc
+    if owner is None or owner[0] != participant_id or (owner[1] and owner[1] != batch.external_id):
+        raise EntryRefused(
+            "Prolific does not know this session for your account in this study. "
+            "Please open the study from your Prolific dashboard."
+        )
 
 
 def crowd_worker_exclude_at_entry(*, batch_id: int, worker_id: str) -> bool:

@@ -145,6 +145,15 @@ class ProlificClient:
     def me(self) -> dict[str, Any]:
         return self.request("GET", "users/me/") or {}
 
+    def get_submission(self, submission_id: str) -> dict[str, Any] | None:
+        """One submission, or None when Prolific has no such submission (a made-up SESSION_ID)."""
+        try:
+            return self.request("GET", f"submissions/{submission_id}/")
+        except CrowdPlatformError as exc:
+            if " answered 404" in str(exc):
+                return None
+            raise
+
     def create_study(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "studies/", json=body)
 
@@ -293,6 +302,14 @@ class ProlificProvider:
 
     def approve(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None:
         self.client.transition_submission(assignment_id, {"action": "APPROVE"})  # idempotent on Prolific
+
+    def session_owner(self, spec: BatchSpec, *, assignment_id: str) -> tuple[str, str] | None:
+        """Who Prolific says a SESSION_ID (a submission id) belongs to, and in which study; None if no one."""
+        submission = self.client.get_submission(assignment_id)
+        if not submission:
+            return None
+        participant = submission.get("participant_id") or submission.get("participant", "")
+        return str(participant), str(submission.get("study_id") or submission.get("study") or "")
 
     def approve_many(self, spec: BatchSpec, *, assignment_ids: list[str], feedback: str) -> None:
         """One documented bulk call (``POST /submissions/bulk-approve/``) instead of one call per submission."""

@@ -83,10 +83,19 @@ class _FixedIdsProvider:
 
 def launch_crowd_batch(study: Study, *, platform: str, external_ids: list[str]):
     """A crowd batch of the study launched through the real launch service, its tasks named ``external_ids``
-    (HIT ids for MTurk; the Prolific study id for Prolific), as if the platform had made them."""
+    (HIT ids for MTurk; the Prolific study id for Prolific; for a manual batch, the platform study id it
+    admits), as if the platform had made them."""
+    from django.test import override_settings
+
     from annotations.crowd import services as crowd_services
 
     batch = crowd_services.crowd_batch_create(
-        study=study, platform=platform, title=f"Rate {study.slug}", reward_cents=100, n_tasks=len(external_ids)
+        study=study,
+        platform=platform,
+        title=f"Rate {study.slug}",
+        reward_cents=100,
+        n_tasks=len(external_ids),
+        params={"prolific_study_id": external_ids[0]} if platform == "manual" else None,
     )
-    return crowd_services.crowd_batch_launch(batch=batch, provider=_FixedIdsProvider(platform, external_ids))
+    with override_settings(EVALSITE_PUBLIC_URL="https://testserver"):  # MTurk takes HTTPS pages only
+        return crowd_services.crowd_batch_launch(batch=batch, provider=_FixedIdsProvider(platform, external_ids))

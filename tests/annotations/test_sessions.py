@@ -255,7 +255,7 @@ def test_mturk_preview_cannot_submit_and_completion_posts_the_assignment_id(clie
 
 def test_prolific_redirect_carries_the_completion_code(client):
     study = build_study(per_annotator=4)
-    launch_crowd_batch(study, platform="prolific", external_ids=["S1"])
+    launch_crowd_batch(study, platform="manual", external_ids=["S1"])  # a Prolific study made by hand
     entry = client.get(
         reverse("annotations:prolific", args=[study.slug]),
         {"PROLIFIC_PID": "5f1a2b3c4d", "STUDY_ID": "S1", "SESSION_ID": "X1"},

@@ -55,6 +55,7 @@ class FakeProlific:
             {
                 "id": submission_id,
                 "participant_id": participant_id,
+                "study_id": study_id,
                 "status": status,
                 "started_at": "2026-01-01T10:00:00Z",
                 "completed_at": "2026-01-01T10:20:00Z",
@@ -122,6 +123,9 @@ class FakeProlific:
             if page * size < len(items):
                 nxt = f"{self.base}/api/v1/submissions/?study={query.get('study', [''])[0]}&page={page + 1}"
             return 200, {"results": chunk, "_links": {"next": {"href": nxt}}, "meta": {"count": len(items)}}
+        if method == "GET" and (match := re.fullmatch(r"/api/v1/submissions/(\w+)/", path)):
+            submission = self.submission(match.group(1))
+            return (200, submission) if submission else (404, {"error": {"detail": "Not found."}})
         if method == "POST" and path == "/api/v1/submissions/bulk-approve/":
             found = [self.submission(sid) for sid in body.get("submission_ids", [])]
             if not body.get("study_id") or any(s is None or s["status"] != "AWAITING REVIEW" for s in found):

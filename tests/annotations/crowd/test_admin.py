@@ -198,7 +198,8 @@ def test_a_prolific_participant_with_no_work_left_gets_the_screen_out_code(proli
     from tests.annotations.crowd.test_prolific import launch as launch_prolific
 
     batch = launch_prolific(study)
-    annotator = participant(study, source="prolific", worker_id="PLATE", assignment_id="S9", finished=False)
+    session = prolific_server.add_submission(batch.external_id, "PLATE")
+    annotator = participant(study, source="prolific", worker_id="PLATE", assignment_id=session, finished=False)
     assert annotator.platform_data["screenout_code"] == batch.params["screenout_code"]
     html = render_to_string("annotations/no_work.html", {"annotator": annotator, "study": study})
     assert f"cc={batch.params['screenout_code']}" in html

@@ -84,12 +84,20 @@ def test_a_prolific_entry_needs_the_study_id_of_a_batch(client, prolific_server,
     from tests.annotations.crowd.test_prolific import launch as launch_prolific
 
     batch = launch_prolific(study)
-    wrong = prolific_get(client, study, PROLIFIC_PID="P1", STUDY_ID="someotherstudy", SESSION_ID="S1")
+    session = prolific_server.add_submission(batch.external_id, "P1")
+    wrong = prolific_get(client, study, PROLIFIC_PID="P1", STUDY_ID="someotherstudy", SESSION_ID=session)
     assert wrong.status_code == 403
-    right = prolific_get(client, study, PROLIFIC_PID="P1", STUDY_ID=batch.external_id, SESSION_ID="S1")
+    right = prolific_get(client, study, PROLIFIC_PID="P1", STUDY_ID=batch.external_id, SESSION_ID=session)
     assert right.status_code == 302
-    reused = prolific_get(client, study, PROLIFIC_PID="P2", STUDY_ID=batch.external_id, SESSION_ID="S1")
+    reused = prolific_get(client, study, PROLIFIC_PID="P2", STUDY_ID=batch.external_id, SESSION_ID=session)
     assert reused.status_code == 403
+    # A made-up participant id with the real STUDY_ID: Prolific knows no such session for them.
+    for made_up in ("S404", ""):
+        forged = prolific_get(client, study, PROLIFIC_PID="P3", STUDY_ID=batch.external_id, SESSION_ID=made_up)
+        assert forged.status_code == 403 and "Prolific dashboard" in forged.content.decode()
+    other = prolific_server.add_submission(batch.external_id, "P4")
+    stolen = prolific_get(client, study, PROLIFIC_PID="P5", STUDY_ID=batch.external_id, SESSION_ID=other)
+    assert stolen.status_code == 403, "a real session of someone else who has not entered yet"
     assert list(Annotator.objects.values_list("external_id", flat=True)) == ["P1"]
 
 
