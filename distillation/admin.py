@@ -65,7 +65,7 @@ class StudentRunAdmin(admin.ModelAdmin):
     # The annotations app adds an action that regenerates a run's explanations in its studies.
     actions = ["train_or_resume"]
 
-    @admin.action(description="Train (or resume from the last checkpoint) and evaluate")
+    @admin.action(description="Train (or resume from the last checkpoint) and evaluate", permissions=["change"])
     def train_or_resume(self, request, queryset):
         self.enqueue_for_each(request, queryset, student_training_enqueue)
 
