@@ -17,6 +17,7 @@ from evalsite.jsonsafe import to_jsonable
 from . import figures as figure_module
 from .agreement import agreement
 from .blas import single_threaded_blas
+from .clmm import fit_clmm
 from .descriptives import describe, scale_points
 from .exclusions import ExclusionRules, apply_exclusions
 from .io import (
@@ -39,7 +40,7 @@ from .render import render_html
 from .results import CONFIDENCE, ModelResult
 
 SCHEMA_VERSION = 1
-MODEL_KINDS = ("lmm", "ols", "ordinal")
+MODEL_KINDS = ("lmm", "clmm", "ols", "ordinal")
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,14 @@ def _fit_models(
         "ordinal": lambda: fit_ordinal(
             frame, conditions=conditions, covariates=covariates, construct=construct, confidence=confidence
         ),
+        "clmm": lambda: fit_clmm(
+            frame, conditions=conditions, covariates=covariates, construct=construct, confidence=confidence
+        ),
     }
     for kind in models:
         if kind == "ols" and construct != QUALITY:
             continue  # the paper's model is defined on the composite only
-        if kind == "ordinal" and not is_integer_scale(frame["value"]):
+        if kind in ("ordinal", "clmm") and not is_integer_scale(frame["value"]):
             continue  # a composite of means has no ordered categories
         try:
             result = attempts[kind]()
@@ -145,6 +149,9 @@ def _analyze(
     models,
     power,
 ) -> dict[str, Any]:
+    unknown = [kind for kind in models if kind not in MODEL_KINDS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}: choose from {', '.join(MODEL_KINDS)}")
     tidy = validate_tidy(tidy)
     summary = None
     if exclusions is not None:

@@ -58,7 +58,7 @@ COEFFICIENT = {
     "ci_high": OPTIONAL_NUMBER,
 }
 VARIANCE = {"annotator": OPTIONAL_NUMBER, "item": OPTIONAL_NUMBER, "residual": OPTIONAL_NUMBER}
-MODEL_KINDS = {"lmm", "ols", "ordinal"}
+MODEL_KINDS = {"lmm", "clmm", "ols", "ordinal"}
 
 
 def _check(obj: Any, spec: dict[str, Any], where: str, errors: list[str]) -> None:

@@ -11,6 +11,8 @@ from annotations.models import Study
 from annotations.services import analysis
 
 KEY_MODELS = ("lmm:Quality", "paper_ols:Quality")
+# The default set; annotations.analysis.report.MODEL_KINDS (not imported here: it loads pandas and matplotlib).
+DEFAULT_MODELS = "lmm,clmm,ols,ordinal"
 
 
 def _names(raw: str | None) -> list[str]:
@@ -40,7 +42,7 @@ class Command(BaseCommand):
             help="Covariate columns, comma-separated, for every model "
             f"(default for --study: {analysis.LENGTH}; for --input: none).",
         )
-        parser.add_argument("--models", default="lmm,ols,ordinal", help="Which models to fit, comma-separated.")
+        parser.add_argument("--models", default=DEFAULT_MODELS, help="Which models to fit, comma-separated.")
         parser.add_argument("--n-boot", type=int, default=analysis.DEFAULT_N_BOOT, help="Bootstrap replicates.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-figures", action="store_true", help="Skip the figures (faster).")
