@@ -94,13 +94,12 @@ def coefficient_figure(report: dict[str, Any], kind: str = "lmm") -> Figure:
     return fig
 
 
+FIGURES = {"means": means_figure, "distributions": distribution_figure, "coefficients": coefficient_figure}
+
+
 def build_figures(report: dict[str, Any]) -> dict[str, Figure]:
     """All report figures by file stem."""
-    return {
-        "means": means_figure(report),
-        "distributions": distribution_figure(report),
-        "coefficients": coefficient_figure(report),
-    }
+    return {stem: draw(report) for stem, draw in FIGURES.items()}
 
 
 def svg_text(fig: Figure) -> str:

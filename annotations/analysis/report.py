@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -22,9 +21,11 @@ from .descriptives import describe, scale_points
 from .exclusions import ExclusionRules, apply_exclusions
 from .io import (
     ANNOTATOR,
+    CONDITION,
     EXPLANATION_KEYS,
     ITEM,
     QUALITY,
+    VALUE,
     conditions_of,
     construct_frame,
     constructs_of,
@@ -99,14 +100,42 @@ def _fit_models(
             continue  # the paper's model is defined on the composite only
         if kind in ("ordinal", "clmm") and not is_integer_scale(frame["value"]):
             continue  # a composite of means has no ordered categories
+        problem = _unfittable(frame, kind)
+        if problem:
+            out.warnings.append(f"{kind} model for {construct} skipped: {problem}")
+            continue
         try:
             result = attempts[kind]()
-        except (ValueError, np.linalg.LinAlgError) as error:
-            out.warnings.append(f"{kind} model for {construct} failed: {error}")
+        except Exception as error:
+            out.warnings.append(f"{kind} model for {construct} failed: {type(error).__name__}: {error}")
             continue
         out.models.append(result)
         lmm = result if kind == "lmm" else lmm
     return lmm
+
+
+def _unfittable(frame: pd.DataFrame, kind: str) -> str:
+    """Why a model of `kind` cannot be fitted to these rows, or "" when it can be tried."""
+    if frame.empty:
+        return "no ratings"
+    if frame[CONDITION].nunique() < 2:
+        return "ratings from fewer than two conditions"
+    if frame[VALUE].nunique() < 2:
+        return "every rating has the same value"
+    if kind in ("lmm", "clmm", "ordinal") and frame[ANNOTATOR].nunique() < 2:
+        return "ratings from a single annotator: no annotator variance or clustering to estimate"
+    if kind in ("lmm", "clmm", "ordinal") and frame[ITEM].nunique() < 2:
+        return "ratings of a single item"
+    return ""
+
+
+def _guarded(out: _Collector, what: str, compute, *args: Any, default: Any = None, **kwargs: Any) -> Any:
+    """compute(*args, **kwargs), or `default` and a warning naming `what` when it raises."""
+    try:
+        return compute(*args, **kwargs)
+    except Exception as error:
+        out.warnings.append(f"{what} skipped: {type(error).__name__}: {error}")
+        return default
 
 
 def analyze(
@@ -153,14 +182,22 @@ def _analyze(
     if unknown:
         raise ValueError(f"unknown models {unknown}: choose from {', '.join(MODEL_KINDS)}")
     tidy = validate_tidy(tidy)
+    out = _Collector()
+    blank = tidy[VALUE].isna()
+    if blank.any():
+        out.warnings.append(f"{int(blank.sum())} of {len(tidy)} ratings have no value and were left out")
+        tidy = tidy[~blank].reset_index(drop=True)
     summary = None
     if exclusions is not None:
         tidy, summary = apply_exclusions(tidy, exclusions)
+    if tidy.empty:
+        left = "after exclusions" if summary is not None and summary.n_ratings_before else "to analyse"
+        out.warnings.append(f"no ratings left {left}")
+        out.warnings.extend(f"{kind} model skipped: no ratings" for kind in models)
     constructs = list(constructs or constructs_of(tidy))
-    conditions = conditions_of(tidy, reference)
-    names = [*constructs, QUALITY] if composite else constructs
+    conditions = conditions_of(tidy, reference) if not tidy.empty or reference is None else [reference]
+    names = [*constructs, QUALITY] if composite and constructs else constructs
     frames = {name: construct_frame(tidy, name, constructs) for name in names}
-    out = _Collector()
     contrasts, rank_tests, agreements = {}, {}, {}
     for name, frame in frames.items():
         lmm = _fit_models(
@@ -173,15 +210,31 @@ def _analyze(
             confidence=confidence,
             out=out,
         )
-        agreements[name] = _agreement_entry(frame, name, scale, n_boot=n_boot, seed=seed, confidence=confidence)
+        agreements[name] = _guarded(
+            out,
+            f"agreement for {name}",
+            _agreement_entry,
+            frame,
+            name,
+            scale,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            default={"alpha": None, "ci_low": None, "ci_high": None, "note": "could not be computed"},
+        )
         agreements[name]["variance_shares"] = variance_shares(lmm.variance) if lmm else None
         if lmm is not None:
-            contrasts[name] = pairwise_contrasts(lmm, conditions, confidence=confidence)
-        rank_tests[name] = rank_test(frame, conditions)
+            entry = _guarded(out, f"contrasts for {name}", pairwise_contrasts, lmm, conditions, confidence=confidence)
+            if entry is not None:
+                contrasts[name] = entry
+        if len(frame) and frame[CONDITION].nunique() >= 2:
+            entry = _guarded(out, f"rank test for {name}", rank_test, frame, conditions)
+            if entry is not None:
+                rank_tests[name] = entry
     report = {
         "schema_version": SCHEMA_VERSION,
         "settings": {
-            "reference": conditions[0],
+            "reference": conditions[0] if conditions else (reference or ""),
             "constructs": constructs,
             "composite": QUALITY if composite else None,
             "covariates": list(covariates),
@@ -204,7 +257,7 @@ def _analyze(
         "models": [m.to_dict() for m in out.models],
         "contrasts": contrasts,
         "rank_tests": rank_tests,
-        "power": _power_entry(power, out.models, conditions, seed) if power else None,
+        "power": _guarded(out, "power", _power_entry, power, out.models, conditions, seed) if power else None,
         "warnings": out.warnings,
     }
     return to_jsonable(report)
@@ -271,12 +324,24 @@ def write_report(
     return written
 
 
+def draw_figures(report: dict[str, Any]) -> dict[str, Figure]:
+    """The report's figures by file stem; one that cannot be drawn (odd data) is left out with a warning
+    added to the report."""
+    drawn = {}
+    for stem, draw in figure_module.FIGURES.items():
+        try:
+            drawn[stem] = draw(report)
+        except Exception as error:
+            report["warnings"].append(f"{stem} figure skipped: {type(error).__name__}: {error}")
+    return drawn
+
+
 def run_analysis(tidy: pd.DataFrame, out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """analyze + figures + write_report in one call; the ratings file holds the rows left after exclusions."""
     report = analyze(tidy, **options)
     rules = options.get("exclusions")
     ratings = apply_exclusions(validate_tidy(tidy), rules)[0] if rules else validate_tidy(tidy)
-    figures = figure_module.build_figures(report)
+    figures = draw_figures(report)
     try:
         write_report(report, figures, out_dir, ratings=ratings)
     finally:
