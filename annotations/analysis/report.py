@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from evalsite.csvsafe import safe_frame
 from evalsite.jsonsafe import to_jsonable
 
 from . import figures as figure_module
@@ -319,7 +320,7 @@ def write_report(
     (out_dir / "report.html").write_text(render_html(report, svgs), encoding="utf-8")
     written.append("report.html")
     if ratings is not None:
-        ratings.to_csv(out_dir / "ratings_tidy.csv", index=False)
+        safe_frame(ratings).to_csv(out_dir / "ratings_tidy.csv", index=False)
         written.append("ratings_tidy.csv")
     return written
 

@@ -20,6 +20,7 @@ from django.db.models.functions import Coalesce, Length
 from annotations.models import AnalysisReport, Study
 from annotations.selectors import completed_ratings
 from distillation.models import StudentRun
+from evalsite.csvsafe import safe_frame
 from evalsite.jobs import enqueue_job
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def ratings_export(*, study: Study, fmt: str, destination: str | Path | BinaryIO
         raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
     frame = study_ratings_frame(study, for_export=True)
     if fmt == "csv":
-        frame.to_csv(destination, index=False)
+        safe_frame(frame).to_csv(destination, index=False)
     elif fmt == "jsonl":
         frame.to_json(destination, orient="records", lines=True, date_format="iso")
     else:
