@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ from .nonparametric import pairwise_contrasts, rank_test
 from .ordinal import fit_ordinal
 from .paper import fit_paper_ols
 from .power import smallest_design
+from .preferences import analyze_preferences
 from .render import render_html
 from .results import CONFIDENCE, ModelResult
 
+Progress = Callable[..., None]
 SCHEMA_VERSION = 1
 MODEL_KINDS = ("lmm", "clmm", "ols", "ordinal")
 
@@ -154,10 +156,12 @@ def analyze(
     exclusions: ExclusionRules | None = None,
     models: Sequence[str] = MODEL_KINDS,
     power: PowerPlan | None = None,
+    pairs: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Run every analysis on tidy ratings and return the report dict (see docs/report-schema.md).
 
-    `covariates` enter every model; `controls` (e.g. demographics) only the paper's OLS.
+    `covariates` enter every model; `controls` (e.g. demographics) only the paper's OLS. `pairs` (pair mode:
+    annotator_id, condition_a, condition_b, outcome a/b/tie) adds the preference model.
     """
     with single_threaded_blas():
         return _analyze(**locals())
@@ -178,6 +182,7 @@ def _analyze(
     exclusions,
     models,
     power,
+    pairs,
 ) -> dict[str, Any]:
     unknown = [kind for kind in models if kind not in MODEL_KINDS]
     if unknown:
@@ -232,6 +237,14 @@ def _analyze(
             entry = _guarded(out, f"rank test for {name}", rank_test, frame, conditions)
             if entry is not None:
                 rank_tests[name] = entry
+    preferences = None
+    if pairs is not None and len(pairs):
+        kept = pairs[pairs[ANNOTATOR].isin(set(tidy[ANNOTATOR]))] if summary is not None else pairs
+        present = set(kept["condition_a"]).union(kept["condition_b"])
+        ordered = [c for c in conditions if c in present] + sorted(present - set(conditions))
+        preferences = _guarded(
+            out, "preference model", analyze_preferences, kept, ordered, n_boot=n_boot, seed=seed, confidence=confidence
+        )
     report = {
         "schema_version": SCHEMA_VERSION,
         "settings": {
@@ -258,6 +271,7 @@ def _analyze(
         "models": [m.to_dict() for m in out.models],
         "contrasts": contrasts,
         "rank_tests": rank_tests,
+        "preferences": preferences,
         "power": _guarded(out, "power", _power_entry, power, out.models, conditions, seed) if power else None,
         "warnings": out.warnings,
     }
@@ -326,25 +340,49 @@ def write_report(
 
 
 def draw_figures(report: dict[str, Any]) -> dict[str, Figure]:
-    """The report's figures by file stem; one that cannot be drawn (odd data) is left out with a warning
-    added to the report."""
+    """The report's figures by file stem; one with nothing to show is left out, and one that cannot be drawn
+    (odd data) is left out with a warning added to the report."""
     drawn = {}
     for stem, draw in figure_module.FIGURES.items():
         try:
-            drawn[stem] = draw(report)
+            figure = draw(report)
         except Exception as error:
             report["warnings"].append(f"{stem} figure skipped: {type(error).__name__}: {error}")
+            continue
+        if figure is not None:
+            drawn[stem] = figure
     return drawn
 
 
-def run_analysis(tidy: pd.DataFrame, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """analyze + figures + write_report in one call; the ratings file holds the rows left after exclusions."""
+def _no_progress(done: int, total: int | None = None, stage: str = "", message: str = "") -> None:
+    return None
+
+
+def run_analysis(
+    tidy: pd.DataFrame,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    *,
+    figures: bool = True,
+    **options: Any,
+) -> tuple[dict[str, Any], list[str]]:
+    """The one entry point: analyze, draw the figures (unless `figures` is off) and write report.json,
+    report.html, the figures and ratings_tidy.csv (the rows left after exclusions) to `out_dir`.
+
+    `progress(done, total, stage=...)` hears of each step. Returns the report and the file names written.
+    """
+    progress = progress or _no_progress
+    progress(0, 3, stage="fitting models")
     report = analyze(tidy, **options)
+    progress(1, 3, stage="drawing figures")
     rules = options.get("exclusions")
-    ratings = apply_exclusions(validate_tidy(tidy), rules)[0] if rules else validate_tidy(tidy)
-    figures = draw_figures(report)
+    ratings = validate_tidy(tidy)
+    ratings = apply_exclusions(ratings, rules)[0] if rules else ratings
+    drawn = draw_figures(report) if figures else {}
+    progress(2, 3, stage="writing files")
     try:
-        write_report(report, figures, out_dir, ratings=ratings)
+        written = write_report(report, drawn, out_dir, ratings=ratings)
     finally:
-        figure_module.close_figures(figures)
-    return report
+        figure_module.close_figures(drawn)
+    progress(3, 3, stage="writing files")
+    return report, written

@@ -23,6 +23,7 @@ TOP_LEVEL = {
     "models": list,
     "contrasts": dict,
     "rank_tests": dict,
+    "preferences": (dict, type(None)),
     "power": (dict, type(None)),
     "warnings": list,
 }

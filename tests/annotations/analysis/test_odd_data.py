@@ -87,7 +87,7 @@ CASES = {
 def test_odd_data_give_a_report_with_warnings_not_a_crash(case, tmp_path):
     build, skipped_kind = CASES[case]
     rules = ExclusionRules(attention_column="failed", straightlining=False)
-    report = run_analysis(build(), tmp_path, n_boot=50, exclusions=rules)
+    report, _ = run_analysis(build(), tmp_path, n_boot=50, exclusions=rules)
 
     assert validate_report(report) == []
     on_disk = json.loads((tmp_path / "report.json").read_text())
@@ -106,6 +106,6 @@ def _escaped(text: str) -> str:
 
 def test_one_failing_model_leaves_the_others(tmp_path):
     frame = _single_annotator()
-    report = run_analysis(frame, tmp_path, n_boot=50)
+    report, _ = run_analysis(frame, tmp_path, n_boot=50)
     kinds = {m["kind"] for m in report["models"]}
     assert "ols" in kinds  # the composite's OLS needs no second annotator

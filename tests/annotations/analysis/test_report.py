@@ -30,7 +30,7 @@ def study(data_dir: Path):
 @pytest.fixture(scope="module")
 def written(study, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("report")
-    report = run_analysis(
+    report, _ = run_analysis(
         study, out_dir, reference="CF:PosRationales", covariates=["rationale_length"], n_boot=200, seed=0
     )
     return report, out_dir
