@@ -83,6 +83,7 @@ class Dashboard:
     straight_liners: list[str]
     too_fast: list[str]
     under_target: list[dict[str, Any]]
+    preferences: list[dict[str, Any]] = field(default_factory=list)  # pair mode: see pair_preference_counts
 
 
 def study_dashboard(study: Study) -> Dashboard:
@@ -129,6 +130,7 @@ def study_dashboard(study: Study) -> Dashboard:
             }
             for e in under
         ],
+        preferences=pair_preference_counts(study) if study.mode == Study.Mode.PAIR else [],
     )
 
 
