@@ -11,8 +11,9 @@ per-rating negative second derivative of log p_k in the linear predictor (consta
 
 Two things make it fast, both from the structure of two crossed intercept factors (see `mixed.py`):
 
-- H has the block form [[diag, B], [B', diag]] with B the W-weighted crosstab of the two factors, so every
-  solve and log|H| come from one Cholesky of the Schur complement on the factor with fewer levels.
+- H has the block form [[diag, B], [B', diag]] with B the W-weighted crosstab of the two factors (sparse:
+  its pattern is the annotator x item pairs rated), so every solve and log|H| come from one Cholesky of the
+  Schur complement on the factor with fewer levels.
 - The gradient of the Laplace objective is analytic, including the derivative of log|H| through W and u^
   (implicit function theorem: du^/dphi = -H^-1 d(grad_u g)/dphi). It needs only the diagonal of H^-1 and
   its annotator x item entries where ratings exist, which the same block elimination gives. clmm instead
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, special, stats
+from scipy import linalg, optimize, sparse, special, stats
 
 from .blas import single_threaded_blas
 from .io import ANNOTATOR, CONDITION, ITEM, VALUE
@@ -43,6 +44,8 @@ GRADIENT_TOLERANCE = 1e-4
 INNER_TOLERANCE = 1e-10
 INNER_MAX_ITERATIONS = 100
 HESSIAN_STEP = 1e-5
+# Beyond this many same-row cell pairs (memory ~ 24 bytes each), products with B use scipy.sparse instead.
+MAX_CELL_PAIRS = 20_000_000
 INFERENCE_NOTE = (
     "Laplace approximation of the likelihood (as ordinal::clmm); Wald z tests and intervals from the inverse "
     "Hessian of the approximate negative log-likelihood; SD intervals Wald on the log scale."
@@ -61,7 +64,24 @@ class _Problem:
         self.annotator_is_e = q_a >= q_i
         self.ce, self.cd = (annotators, items) if self.annotator_is_e else (items, annotators)
         self.q_e, self.q_d = (q_a, q_i) if self.annotator_is_e else (q_i, q_a)
-        self.cell = self.ce.astype(np.int64) * self.q_d + self.cd
+        # The W-weighted crosstab B is sparse: its pattern (the annotator x item pairs rated) is fixed, only the
+        # values change. Unique cells in row-major order are exactly CSR order.
+        cells, self.cell_of = np.unique(self.ce.astype(np.int64) * self.q_d + self.cd, return_inverse=True)
+        self.cell_rows, self.cell_cols = cells // self.q_d, (cells % self.q_d).astype(np.int32)
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.cell_rows, minlength=self.q_e))]).astype(np.int64)
+        self.n_cells = len(cells)
+        # Every ordered pair (p, q) of cells in the same row of B: N'diag(v)N-type products and the entries of
+        # B S^-1 on B's pattern then cost sum over rows of (cells in the row)^2, not q_e x q_d x q_d.
+        lengths = np.diff(self.indptr)
+        squares = lengths**2
+        self.use_pairs = int(squares.sum()) <= MAX_CELL_PAIRS
+        if self.use_pairs:
+            rows = np.repeat(np.arange(self.q_e), squares)
+            offsets = np.arange(squares.sum()) - np.repeat(np.cumsum(squares) - squares, squares)
+            first, second = np.divmod(offsets, np.maximum(lengths[rows], 1))
+            self.pair_p = self.indptr[rows] + first
+            self.pair_q = self.indptr[rows] + second
+            self.pair_cell = self.cell_cols[self.pair_p].astype(np.int64) * self.q_d + self.cell_cols[self.pair_q]
         # d(a_k)/d(alpha) and d(c_k)/d(alpha): which threshold bounds rating k from above and from below.
         self.upper = np.zeros((self.n, self.n_thresholds))
         self.lower = np.zeros((self.n, self.n_thresholds))
@@ -130,7 +150,7 @@ class _Blocks:
     """H = [[diag(diag_e), B], [B', diag(diag_d)]] and the Cholesky factor of its Schur complement on d."""
 
     diag_e: np.ndarray
-    coupling: np.ndarray  # B, q_e x q_d
+    coupling: sparse.csr_array  # B, q_e x q_d
     schur: tuple[np.ndarray, bool]
 
     def solve(self, rhs_e: np.ndarray, rhs_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,9 +167,17 @@ class _Blocks:
 def _blocks(problem: _Problem, w: np.ndarray, s_e: float, s_d: float) -> _Blocks:
     diag_e = s_e**2 * problem.group(w, problem.ce, problem.q_e) + 1.0
     diag_d = s_d**2 * problem.group(w, problem.cd, problem.q_d) + 1.0
-    weighted = np.bincount(problem.cell, weights=w, minlength=problem.q_e * problem.q_d)
-    coupling = (s_e * s_d) * weighted.reshape(problem.q_e, problem.q_d)
-    schur = -(coupling.T @ (coupling / diag_e[:, None]))
+    values = (s_e * s_d) * np.bincount(problem.cell_of, weights=w, minlength=problem.n_cells)
+    shape = (problem.q_e, problem.q_d)
+    coupling = sparse.csr_array((values, problem.cell_cols, problem.indptr), shape=shape)
+    scaled_values = values / diag_e[problem.cell_rows]
+    if problem.use_pairs:
+        weights = values[problem.pair_p] * scaled_values[problem.pair_q]
+        product = np.bincount(problem.pair_cell, weights=weights, minlength=problem.q_d**2)
+        schur = -product.reshape(problem.q_d, problem.q_d)
+    else:
+        scaled = sparse.csr_array((scaled_values, problem.cell_cols, problem.indptr), shape=shape)
+        schur = -(coupling.T @ scaled).toarray()
     schur[np.diag_indices_from(schur)] += diag_d
     return _Blocks(diag_e, coupling, linalg.cho_factor(schur, lower=True, check_finite=False))
 
@@ -229,16 +257,35 @@ def _gradient(problem: _Problem, phi: np.ndarray, inner: _Inner) -> np.ndarray:
 
     # The entries of H^-1 that the trace needs: its diagonal and the (e, d) entries where ratings exist.
     inv_e = 1.0 / blocks.diag_e
-    schur_inverse = linalg.cho_solve(blocks.schur, np.eye(problem.q_d), check_finite=False)
-    coupled = blocks.coupling @ schur_inverse  # B S^-1
+    schur_inverse = _inverse_from_cholesky(blocks.schur[0])
+    # (B S^-1) on B's pattern only: entry p = (e, d) sums B[e, k] S^-1[k, d] over the cells q of row e.
+    if problem.use_pairs:
+        terms = (
+            blocks.coupling.data[problem.pair_q]
+            * schur_inverse.ravel()[
+                problem.cell_cols[problem.pair_q].astype(np.int64) * problem.q_d + problem.cell_cols[problem.pair_p]
+            ]
+        )
+        coupled = np.bincount(problem.pair_p, weights=terms, minlength=problem.n_cells)
+    else:
+        coupled = (blocks.coupling @ schur_inverse)[problem.cell_rows, problem.cell_cols]
     h_dd = np.diag(schur_inverse)[cd]
-    h_ee = (inv_e + inv_e**2 * np.einsum("ij,ij->i", coupled, blocks.coupling))[ce]
-    h_ed = -(inv_e[ce] * coupled[ce, cd])
+    row_sums = np.bincount(problem.cell_rows, weights=coupled * blocks.coupling.data, minlength=problem.q_e)
+    h_ee = (inv_e + inv_e**2 * row_sums)[ce]
+    h_ed = -(inv_e[ce] * coupled[problem.cell_of])
     leverage = s_e**2 * h_ee + s_d**2 * h_dd + 2 * s_e * s_d * h_ed
     trace = leverage @ dw
     trace[sigma_e] += 2 * pt.w @ (s_e * h_ee + s_d * h_ed)
     trace[sigma_d] += 2 * pt.w @ (s_d * h_dd + s_e * h_ed)
     return partial + 0.5 * trace
+
+
+def _inverse_from_cholesky(lower: np.ndarray) -> np.ndarray:
+    """S^-1 from the lower Cholesky factor of S (LAPACK potri: about half the work of solving with I)."""
+    inverse, info = linalg.lapack.dpotri(lower, lower=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"potri failed ({info})")
+    return np.tril(inverse) + np.tril(inverse, -1).T
 
 
 @dataclass
