@@ -26,7 +26,9 @@ def annotator_by_public_id(study: Study, public_id: str) -> Annotator | None:
 
 def annotator_in_study(slug: str, public_id: str) -> Annotator | None:
     """The annotator with their study, in one query (the study's slug must match)."""
-    return Annotator.objects.filter(study__slug=slug, public_id=public_id).select_related("study").first()
+    # Unique, so no ORDER BY: `.first()` would order by the model's ordering, which costs a join to compile.
+    found = Annotator.objects.filter(study__slug=slug, public_id=public_id).select_related("study").order_by()
+    return next(iter(found[:1]), None)
 
 
 def _study_setup(study: Study, what: str, load) -> list:
@@ -92,15 +94,32 @@ def session_progress(annotator: Annotator) -> tuple[int, int]:
     return state.done, state.total
 
 
+@dataclass(frozen=True)
+class ScalePoint:
+    value: int
+    anchor: str
+    checked: bool
+
+
+@dataclass(frozen=True)
+class ScaleRow:
+    """One construct's row of points under an explanation, the saved answer checked (built here, not in the
+    template: the template's nested loops were a good part of a screen's rendering time)."""
+
+    construct: Construct
+    points: list[ScalePoint]
+
+
 @dataclass
 class ShownExplanation:
     explanation: Explanation
     side: str
     saved: dict[int, int] = field(default_factory=dict)
+    rows: list[ScaleRow] = field(default_factory=list)
 
 
 def screen_explanations(
-    annotator: Annotator, assignment: Assignment, *, with_saved: bool = True
+    annotator: Annotator, assignment: Assignment, constructs: list[Construct], *, with_saved: bool = True
 ) -> list[ShownExplanation]:
     """The explanations of a screen in display order, with answers saved so far (to resume a reload).
 
@@ -116,7 +135,23 @@ def screen_explanations(
         for explanation_id, construct_id, value in ratings.values_list("explanation_id", "construct_id", "value"):
             saved.setdefault(explanation_id, {})[construct_id] = value
     sides = ["left", "right"] if len(shown) == 2 else ["only"] * len(shown)
-    return [ShownExplanation(e, side, saved.get(e.pk, {})) for e, side in zip(shown, sides, strict=True)]
+    return [
+        ShownExplanation(e, side, saved.get(e.pk, {}), _rows(constructs, saved.get(e.pk, {})))
+        for e, side in zip(shown, sides, strict=True)
+    ]
+
+
+def _rows(constructs: list[Construct], saved: dict[int, int]) -> list[ScaleRow]:
+    return [
+        ScaleRow(
+            construct,
+            [
+                ScalePoint(point, anchor, saved.get(construct.pk) == point)
+                for point, anchor in enumerate(construct.anchors, start=1)
+            ],
+        )
+        for construct in constructs
+    ]
 
 
 @dataclass

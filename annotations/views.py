@@ -220,7 +220,9 @@ def _session_get(request: HttpRequest, annotator: Annotator, token: str, error: 
             progress,
             error=error,
             assignment=assignment,
-            shown=selectors.screen_explanations(annotator, assignment, with_saved=screen.shown_before or bool(error)),
+            shown=selectors.screen_explanations(
+                annotator, assignment, constructs, with_saved=screen.shown_before or bool(error)
+            ),
             item=assignment.explanation.item if assignment.explanation else None,
             constructs=constructs,
             attention_scale=range(1, max([c.scale_size for c in constructs] or [5]) + 1),

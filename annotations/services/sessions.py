@@ -370,12 +370,13 @@ class ScreenAnswer:
 
 
 def _checked_assignment(annotator: Annotator, assignment_id: int) -> Assignment:
-    assignment = (
+    found = (
         Assignment.objects.select_for_update()
         .filter(pk=assignment_id, annotator=annotator)
         .exclude(status=Assignment.Status.RELEASED)
-        .first()
+        .order_by()  # one row by primary key: no ordering to compile
     )
+    assignment = next(iter(found), None)
     if assignment is None:
         logger.warning("annotator %s sent a screen that is not theirs: %s", annotator.pk, assignment_id)
         raise SessionError("this screen is not part of your assignment", status=403)
