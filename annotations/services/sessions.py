@@ -176,6 +176,8 @@ def _release(assignments) -> int:
             status=Assignment.Status.RELEASED
         )
         freed = Counter(eid for _, *eids in rows for eid in eids if eid is not None)
+        # In primary-key order, as allocation locks them, so that the two cannot deadlock.
+        list(Explanation.objects.select_for_update().filter(pk__in=freed).order_by("pk").values_list("pk"))
         by_amount: dict[int, list[int]] = defaultdict(list)
         for explanation_id, n in freed.items():
             by_amount[n].append(explanation_id)
