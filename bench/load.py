@@ -362,7 +362,7 @@ class Results:
     completed: int = 0
     requests: int = 0
     get_retries: int = 0
-    # (invitation label, explanation id, construct id) -> value, for every screen the server accepted.
+    # (invitation label, explanation id, construct id) -> value, for every screen and autosave the server accepted.
     saved: dict[tuple[str, int, int], int] = field(default_factory=dict)
 
 
@@ -463,6 +463,8 @@ class Annotator:
             saved = await self.request(AUTOSAVE, "POST", f"{session_url}answer/", 200, data)
             if saved.json() != {"saved": True}:
                 raise SessionFailed(f"autosave answered {saved.text[:80]}")
+            # Acknowledged: the database must hold it, even if the session stops before the screen is sent.
+            self.results.saved[(self.label, explanation, construct)] = value
         await asyncio.sleep(pause)
 
 
