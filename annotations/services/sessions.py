@@ -345,7 +345,8 @@ def _open_candidates(
         wanted_rows = open_rows.filter(item_id__in={item for _, item, _ in ranked})
     locking = wanted_rows.select_for_update(skip_locked=not wait_for_locks).order_by("pk")
     rows = list(locking.values_list("pk", "item_id", "condition_id", "reserved"))
-    skipped = not {pk for pk, *_ in ranked} <= {pk for pk, *_ in rows}
+    # Waiting for the locks, a row that is missing reached its target meanwhile: it is full, not skipped.
+    skipped = not wait_for_locks and not {pk for pk, *_ in ranked} <= {pk for pk, *_ in rows}
     candidates = [Candidate(pk, item, label_of[cond], reserved, target) for pk, item, cond, reserved in rows]
     return candidates, skipped, exhausted
 
