@@ -30,7 +30,11 @@ def generate_teacher_data(*, progress, **options: Any) -> dict[str, Any]:
 def train_student(
     *, progress, run_id: int, evaluate: bool = True, eval_split: str = "validation", eval_limit: int | None = None
 ) -> dict[str, Any]:
-    """Train (resuming from the last checkpoint), then evaluate on the dev split."""
+    """Train (resuming from the last checkpoint), then evaluate on the dev split.
+
+    Every process of a multi-process launch runs this; the services let only the main one write.
+    """
+    from distillation.ml.distributed import is_main_process
     from distillation.models import StudentRun
     from distillation.services import students
 
@@ -48,7 +52,8 @@ def train_student(
     except JobCancelled:
         raise
     except Exception:
-        StudentRun.objects.filter(pk=run_id).update(status=StudentRun.Status.FAILED)
+        if is_main_process():
+            StudentRun.objects.filter(pk=run_id).update(status=StudentRun.Status.FAILED)
         raise
 
 
