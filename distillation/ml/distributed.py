@@ -24,10 +24,21 @@ def is_main_process() -> bool:
     return process_index() == 0
 
 
+def accelerate_options() -> dict[str, Any]:
+    """Accelerate's options for this launch: several processes without a GPU must ask for the CPU (gloo)
+    explicitly, or accelerate treats each of them as a run of its own."""
+    if process_count() > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"cpu": True}
+    return {}
+
+
 def _state() -> Any:
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(**accelerate_options())
 
 
 def share_from_main(value: Any) -> Any:

@@ -275,7 +275,9 @@ def load_for_inference(model_dir: Path | str) -> tuple[Any, Method]:
     if process_count() > 1:
         from accelerate import PartialState
 
-        student.model.to(PartialState().device)  # each process its own GPU (or the CPU)
+        from distillation.ml.distributed import accelerate_options
+
+        student.model.to(PartialState(**accelerate_options()).device)  # each process its own GPU (or the CPU)
     else:
         student.model.to("cuda" if torch.cuda.is_available() else "cpu")
     return student, Method(metadata["method"])

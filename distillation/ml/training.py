@@ -356,6 +356,8 @@ class TrainingRun:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
+        from distillation.ml.distributed import accelerate_options
+
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.checkpoints_dir = self.output_dir / CHECKPOINTS_DIR
@@ -364,6 +366,7 @@ class TrainingRun:
             mixed_precision=resolve_precision(config.precision),
             log_with="tensorboard" if self.use_tensorboard else None,
             project_dir=str(self.output_dir / LOGS_DIR),
+            **accelerate_options(),
         )
         self._progress = progress
         self._should_stop = should_stop
@@ -462,7 +465,7 @@ class TrainingRun:
             if self._stop_requested():
                 if last_saved_step != state.step:
                     self.save_checkpoint(state)
-                self.accelerator.end_training()
+                self._finish_trackers()
                 return self._result(state, resumed_from, None, completed=False)
             metrics = self.train_step(state.step)
             state.step += 1
@@ -482,7 +485,7 @@ class TrainingRun:
                 last_saved_step = state.step
 
         self.save_final_model(state, final_dir)
-        self.accelerator.end_training()
+        self._finish_trackers()
         if not self.config.keep_checkpoints_after and self.accelerator.is_main_process:
             shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -694,6 +697,12 @@ class TrainingRun:
         self.accelerator.wait_for_everyone()
 
     # -- helpers --------------------------------------------------------------------------------------
+
+    def _finish_trackers(self) -> None:
+        """Close the trackers; not ``end_training``, which would also end the process group that evaluation,
+        run after training in the same processes, still needs."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
 
     def _stop_requested(self) -> bool:
         """The main process's answer, shared so that every process stops at the same step."""

@@ -27,6 +27,7 @@ def single_torch_thread():
     yield
     torch.set_num_threads(before)
 
+
 TINY_TRAINING = [
     "--student",
     "tiny",
@@ -175,7 +176,7 @@ def test_the_run_admin_page_plots_the_training_curves(teacher_data, admin_client
     run = StudentRun.objects.get()
     assert [p["step"] for p in run.metrics["validation"] if p["accuracy"] is not None] == [3, 6]
     page = admin_client.get(f"/admin/distillation/studentrun/{run.pk}/change/").content.decode()
-    assert "Training curves" in page and page.count("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"560\"") == 2
+    assert "Training curves" in page and page.count('<svg xmlns="http://www.w3.org/2000/svg" width="560"') == 2
     assert "training loss" in page and "validation exact match" in page and page.count("<polyline") == 3
 
 
