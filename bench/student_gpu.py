@@ -3,7 +3,7 @@
 Trains MT+CF at 48 questions a step (192 sequences) for ``--steps`` steps in each ``--precisions`` and reports
 step time, tokens/s, peak memory and model FLOPs utilisation; then answers and explains ``--inference-questions``
 dev questions in batches (questions/s). ``bench/gpu.sh`` runs it with the paper's settings; on a CPU-only
-machine ``--shape tiny --steps 2 --questions 2 --inference-questions 4`` checks that it runs.
+machine ``--shape tiny --steps 2 --questions 2 --train-questions 60 --inference-questions 4`` checks that it runs.
 
 MFU counts 6 FLOPs per parameter per token on the forward and backward passes (encoder parameters for input
 tokens; decoder and output head for target tokens), without attention's quadratic term, over the device's peak
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--max-answer-tokens", type=int, default=64)
     parser.add_argument("--precisions", default="bf16,fp32")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (default: H100/H200 figures)")
+    parser.add_argument("--train-questions", type=int, help="only the first N training questions (default: all 9,741)")
     parser.add_argument("--inference-questions", type=int, default=1221)
     parser.add_argument("--inference-batch-size", type=int, default=128)
     parser.add_argument("--json", help="also write the figures to this file")
@@ -136,7 +137,7 @@ def main() -> None:
     import torch
 
     data = Path(args.data_dir)
-    examples = load_teacher_examples(data / "teacher" / "cqa-llama2-13b-train.jsonl.gz")
+    examples = load_teacher_examples(data / "teacher" / "cqa-llama2-13b-train.jsonl.gz", limit=args.train_questions)
     dev = load_teacher_examples(data / "teacher" / "cqa-llama2-13b-validation.jsonl.gz")
     questions = [Question(e.source_id, e.question, e.choices, e.answer) for e in dev[: args.inference_questions]]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (dry run: figures mean nothing)"

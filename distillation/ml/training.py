@@ -356,8 +356,14 @@ class TrainingRun:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from distillation.ml.distributed import accelerate_options
+        from distillation.ml.distributed import accelerate_options, process_count
 
+        if process_count() == 1:
+            # Accelerate keeps one process-wide state and refuses a second run with another precision (a worker or
+            # a benchmark trains several runs in one process); alone, there is no process group to lose.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.checkpoints_dir = self.output_dir / CHECKPOINTS_DIR
