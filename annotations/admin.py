@@ -14,11 +14,14 @@ from annotations.models import (
     Condition,
     Construct,
     Explanation,
+    ExplanationMetric,
     Item,
     Rating,
     Study,
 )
+from annotations.services.metrics import ADMIN_METRICS, MetricsUnavailable, explanation_metrics_start
 from annotations.services.studies import study_open
+from evalsite.jobs import QueueUnavailable
 
 
 class ConstructInline(admin.TabularInline):
@@ -39,7 +42,7 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ["slug", "title"]
     inlines = [ConstructInline, ConditionInline]
     prepopulated_fields = {"slug": ["title"]}
-    actions = ["open_studies", "close_studies"]
+    actions = ["open_studies", "close_studies", "score_explanations"]
 
     def get_list_display(self, request):
         return [*self.list_display, "dashboard_link"]
@@ -57,6 +60,16 @@ class StudyAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{study.slug}: {'; '.join(exc.messages)}", messages.ERROR)
             else:
                 self.message_user(request, f"{study.slug} is open.", messages.SUCCESS)
+
+    @admin.action(description="Score explanations with automatic metrics (length, teacher overlap, consistency)")
+    def score_explanations(self, request, queryset):
+        for study in queryset:
+            try:
+                job = explanation_metrics_start(study=study, metrics=ADMIN_METRICS, user=request.user)
+            except (MetricsUnavailable, QueueUnavailable) as exc:
+                self.message_user(request, f"{study.slug}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{study.slug}: scoring started (job {job.pk}).", messages.SUCCESS)
 
     @admin.action(description="Close selected studies")
     def close_studies(self, request, queryset):
@@ -132,6 +145,15 @@ class RatingAdmin(admin.ModelAdmin):
 class AnalysisReportAdmin(admin.ModelAdmin):
     list_display = ["id", "study", "reference", "created_at"]
     list_filter = ["study"]
+
+
+@admin.register(ExplanationMetric)
+class ExplanationMetricAdmin(admin.ModelAdmin):
+    list_display = ["id", "explanation", "name", "value", "version", "created_at"]
+    list_filter = ["name", "explanation__item__study"]
+    search_fields = ["name", "version", "raw_reply"]
+    raw_id_fields = ["explanation", "job"]
+    readonly_fields = ["created_at"]
 
 
 # Crowd-platform admin lives in its own module; importing it registers it.

@@ -96,10 +96,13 @@ def coefficient_figure(report: dict[str, Any], kind: str = "lmm") -> Figure:
 
 def build_figures(report: dict[str, Any]) -> dict[str, Figure]:
     """All report figures by file stem."""
+    from .metrics_report import scatter_figures
+
     return {
         "means": means_figure(report),
         "distributions": distribution_figure(report),
         "coefficients": coefficient_figure(report),
+        **scatter_figures(report),
     }
 
 

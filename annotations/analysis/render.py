@@ -10,6 +10,9 @@ import math
 from html import escape
 from typing import Any
 
+from .metrics_report import SECTION_TITLE, is_metric_figure
+from .metrics_report import render_section as automatic_metrics_section
+
 PAGE_STYLE = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#222;padding:0 1rem}"
 # Scoped to .rating-report so the body can sit inside another page (the admin's) without restyling it.
 REPORT_STYLE = """
@@ -209,12 +212,13 @@ def render_body(report: dict[str, Any], figures: dict[str, str]) -> str:
     sections = [
         ("summary", "Summary", counts + _settings(report) + warnings + _exclusions(report)),
         ("headline", f"Models of {composite}" if composite else "", "".join(_model(m) for m in headline)),
-        ("figures", "Figures", _figures(figures)),
+        ("figures", "Figures", _figures({k: v for k, v in figures.items() if not is_metric_figure(k)})),
         ("descriptives", "Descriptives", _descriptives(report)),
         ("agreement", "Agreement", _agreement(report)),
         ("contrasts", "Pairwise contrasts", _contrasts(report) if report["contrasts"] else ""),
         ("rank-tests", "Rank tests", _rank_tests(report) if report["rank_tests"] else ""),
         ("models", "Models per construct", "".join(_model(m) for m in per_construct)),
+        ("automatic-metrics", SECTION_TITLE, automatic_metrics_section(report, figures)),
     ]
     sections = [(anchor, title, html) for anchor, title, html in sections if title and html]
     nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)

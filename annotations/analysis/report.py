@@ -30,6 +30,7 @@ from .io import (
     is_integer_scale,
     validate_tidy,
 )
+from .metrics_agreement import automatic_metrics
 from .mixed import fit_crossed_lmm, variance_shares
 from .nonparametric import pairwise_contrasts, rank_test
 from .ordinal import fit_ordinal
@@ -171,6 +172,7 @@ def _analyze(
         if lmm is not None:
             contrasts[name] = pairwise_contrasts(lmm, conditions, confidence=confidence)
         rank_tests[name] = rank_test(frame, conditions)
+    metric_entries, metric_points = automatic_metrics(frames, n_boot=n_boot, seed=seed, confidence=confidence)
     report = {
         "schema_version": SCHEMA_VERSION,
         "settings": {
@@ -198,6 +200,8 @@ def _analyze(
         "contrasts": contrasts,
         "rank_tests": rank_tests,
         "power": _power_entry(power, out.models, conditions, seed) if power else None,
+        "automatic_metrics": metric_entries,
+        "automatic_metric_points": metric_points,
         "warnings": out.warnings,
     }
     return to_jsonable(report)

@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce, Length
 
 from annotations.models import AnalysisReport, Study
 from annotations.selectors import completed_ratings
+from annotations.services.metrics import metrics_fingerprint, with_metric_columns
 from distillation.models import StudentRun
 from evalsite.jobs import enqueue_job
 
@@ -73,7 +74,8 @@ def ratings_fingerprint(study: Study) -> str:
     """Count and latest change of the study's completed ratings: any new, changed or completed rating alters it."""
     stats = completed_ratings(study).aggregate(n=Count("id"), latest=Max("updated_at"))
     latest = stats["latest"].isoformat() if stats["latest"] else "none"
-    return f"{stats['n']}@{latest}"
+    metrics = metrics_fingerprint(study)  # stored automatic metrics enter the analysis too
+    return f"{stats['n']}@{latest}" + (f";m{metrics}" if metrics else "")
 
 
 def study_ratings_frame(study: Study, *, for_export: bool = False) -> pd.DataFrame:
@@ -99,6 +101,7 @@ def study_ratings_frame(study: Study, *, for_export: bool = False) -> pd.DataFra
     frame = pd.DataFrame(list(rows), columns=list(fields))
     frame[ATTENTION_FAILED] = frame.pop("_attention_failures").fillna(0).astype(int) > 0
     frame[SECONDS] = frame[SECONDS].astype(float)
+    frame = with_metric_columns(frame, study)
     if for_export:
         frame = _with_provenance(frame, study)
     return frame
