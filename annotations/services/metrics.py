@@ -154,8 +154,7 @@ def explanation_metrics_compute(
 ) -> dict[str, Any]:
     """Score every explanation version of the study with each metric, storing each batch as it is done; what is
     stored already (same metric, same version) is skipped, so a rerun resumes. Returns counts and messages."""
-    families = core.parse_metric_list(metrics) if isinstance(metrics, str) else list(metrics)
-    core.parse_metric_list(",".join(families))
+    families = core.parse_metric_list(metrics if isinstance(metrics, str) else ",".join(metrics))
     _check_request(study, families, judge=judge, checkpoint=checkpoint, embedder=embedder)
     progress = progress or (lambda *args, **kwargs: None)
     explanations = _explanations(study)

@@ -255,3 +255,23 @@ def test_stored_metrics_reach_the_export_the_fingerprint_and_the_report():
         report.refresh_from_db()
     entries = {(e["metric"], e["construct"]) for e in report.report["automatic_metrics"]}
     assert ("length_chars", "Quality") in entries and ("length_words", "Soundness") in entries
+
+
+def test_a_stopped_run_keeps_its_batches_and_a_rerun_resumes():
+    from annotations.services.metrics import explanation_metrics_compute
+
+    study = build_study(slug="stopped", conditions=("A", "B"), n_items=3)
+    seen: list[tuple[int, int, str]] = []
+
+    def stop_after_a_batch(done: int, total: int | None = None, stage: str | None = None, **_) -> None:
+        seen.append((done, total, stage))
+        if done >= 2:
+            raise KeyboardInterrupt("stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        explanation_metrics_compute(study=study, metrics="length", progress=stop_after_a_batch, batch_size=2)
+    assert seen[-1] == (2, 6, "scoring length")
+    assert ExplanationMetric.objects.filter(name="length_chars").count() == 2
+    result = explanation_metrics_compute(study=study, metrics="length", batch_size=2)
+    assert result["stored"] == 8 and result["skipped"] == {"length: stored already": 2}
+    assert ExplanationMetric.objects.filter(name="length_words").count() == 6
