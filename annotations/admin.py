@@ -19,8 +19,11 @@ from annotations.models import (
     Rating,
     Study,
 )
+from annotations.services.explanations import explanations_regenerate_enqueue
 from annotations.services.metrics import ADMIN_METRICS, MetricsUnavailable, explanation_metrics_start
 from annotations.services.studies import study_open
+from distillation import admin as distillation_admin
+from distillation.models import StudentRun
 from evalsite.jobs import QueueUnavailable
 
 
@@ -51,7 +54,7 @@ class StudyAdmin(admin.ModelAdmin):
     def dashboard_link(self, study: Study) -> str:
         return format_html('<a href="{}">dashboard</a>', reverse("annotations:dashboard", args=[study.slug]))
 
-    @admin.action(description="Open selected studies to annotators")
+    @admin.action(description="Open selected studies to annotators", permissions=["change"])
     def open_studies(self, request, queryset):
         for study in queryset:
             try:
@@ -61,7 +64,10 @@ class StudyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{study.slug} is open.", messages.SUCCESS)
 
-    @admin.action(description="Score explanations with automatic metrics (length, teacher overlap, consistency)")
+    @admin.action(
+        description="Score explanations with automatic metrics (length, teacher overlap, consistency)",
+        permissions=["change"],
+    )
     def score_explanations(self, request, queryset):
         for study in queryset:
             try:
@@ -71,7 +77,7 @@ class StudyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{study.slug}: scoring started (job {job.pk}).", messages.SUCCESS)
 
-    @admin.action(description="Close selected studies")
+    @admin.action(description="Close selected studies", permissions=["change"])
     def close_studies(self, request, queryset):
         closed = queryset.update(status=Study.Status.CLOSED)
         self.message_user(request, f"Closed {closed} stud{'y' if closed == 1 else 'ies'}.", messages.SUCCESS)
@@ -156,5 +162,21 @@ class ExplanationMetricAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at"]
 
 
+# Student runs are distillation's; explanations are ours, so the action that regenerates them is added here.
+admin.site.unregister(StudentRun)
+
+
+@admin.register(StudentRun)
+class StudentRunAdmin(distillation_admin.StudentRunAdmin):
+    actions = ["regenerate_explanations", *distillation_admin.StudentRunAdmin.actions]
+
+    @admin.action(
+        description="Regenerate explanations in their studies (rated ones are kept as old versions)",
+        permissions=["change"],
+    )
+    def regenerate_explanations(self, request, queryset):
+        self.enqueue_for_each(request, queryset, explanations_regenerate_enqueue)
+
+
 # Crowd-platform admin lives in its own module; importing it registers it.
-from annotations import crowd_admin  # noqa: E402,F401
+from annotations.crowd import admin as crowd_admin  # noqa: E402,F401

@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from distillation.models import Dataset, Prediction, Question, StudentRun, Teacher, TeacherOutput, TeacherRun
-from evalsite.jobs import QueueUnavailable, enqueue_job
+from distillation.services.students import student_training_enqueue
+from evalsite.adminlinks import jobs_started_message
+from evalsite.jobs import QueueUnavailable
 
 
 @admin.register(Dataset)
@@ -60,29 +62,21 @@ class StudentRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "method", "training_data", "model_size", "architecture"]
     search_fields = ["name", "base_checkpoint", "checkpoint_dir"]
     raw_id_fields = ["teacher_run"]
-    actions = ["regenerate_explanations", "train_or_resume"]
+    # The annotations app adds an action that regenerates a run's explanations in its studies.
+    actions = ["train_or_resume"]
 
-    @admin.action(description="Regenerate explanations in their studies (rated ones are kept as old versions)")
-    def regenerate_explanations(self, request, queryset):
-        self._enqueue(
-            request, queryset, kind="regenerate_explanations", function="distillation.jobs.regenerate_explanations"
-        )
-
-    @admin.action(description="Train (or resume from the last checkpoint) and evaluate")
+    @admin.action(description="Train (or resume from the last checkpoint) and evaluate", permissions=["change"])
     def train_or_resume(self, request, queryset):
-        self._enqueue(request, queryset, kind="student_training", function="distillation.jobs.train_student")
+        self.enqueue_for_each(request, queryset, student_training_enqueue)
 
-    def _enqueue(self, request, queryset, *, kind: str, function: str) -> None:
+    def enqueue_for_each(self, request, queryset, enqueue) -> None:
+        """Start a job per selected run with a service ``enqueue(*, run, user)``; say which jobs started."""
         try:
-            jobs = [
-                enqueue_job(kind=kind, function=function, params={"run_id": run.pk}, target=run, user=request.user)
-                for run in queryset
-            ]
+            jobs = [enqueue(run=run, user=request.user) for run in queryset]
         except QueueUnavailable as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        ids = ", ".join(str(job.pk) for job in jobs)
-        self.message_user(request, f"Started job(s) {ids}; follow them under Jobs.", messages.SUCCESS)
+        self.message_user(request, jobs_started_message(jobs), messages.SUCCESS)
 
     @admin.display(description="accuracy")
     def accuracy_display(self, run: StudentRun) -> str:

@@ -1,33 +1,24 @@
 """Automatic metrics of a study's explanation versions: computing and storing them (resumable: what is stored is
-skipped), starting that as a job, and reading them back as per-explanation `metric:<name>` columns."""
+skipped) and starting that as a job. The reads (`metric:<name>` columns, fingerprint) are in the selectors."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max
 
 from annotations.models import Explanation, ExplanationMetric, Study
 from distillation.ml import explanation_metrics as core
 from distillation.models import TeacherOutput, TeacherOutputKind
-from evalsite.jobs import enqueue_job
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-Progress = Callable[..., None]
+from evalsite.jobs import NO_PROGRESS, Progress, enqueue_job
 
 METRICS_JOB_KIND = "score_explanations"
-METRICS_JOB_FUNCTION = "annotations.jobs_metrics.score_explanations"
 # What the admin action computes: the metrics that need no model beyond the study's own students.
 ADMIN_METRICS = ("length", "teacher_overlap", "consistency")
-COLUMN_PREFIX = "metric:"
 BATCH_SIZE = 16
 
 
@@ -148,7 +139,7 @@ def explanation_metrics_compute(
     judge: str = "",
     checkpoint: str = "",
     embedder: str = "",
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     job_id: int | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> dict[str, Any]:
@@ -156,7 +147,6 @@ def explanation_metrics_compute(
     stored already (same metric, same version) is skipped, so a rerun resumes. Returns counts and messages."""
     families = core.parse_metric_list(metrics if isinstance(metrics, str) else ",".join(metrics))
     _check_request(study, families, judge=judge, checkpoint=checkpoint, embedder=embedder)
-    progress = progress or (lambda *args, **kwargs: None)
     explanations = _explanations(study)
     stored = _stored_keys(study)
     rationales = _teacher_rationales(explanations)
@@ -379,11 +369,13 @@ def explanation_metrics_start(
     user: Any = None,
 ):
     """Queue the scoring job (on RQ with REDIS_URL, else in a thread), after the transaction commits."""
+    from annotations.jobs import metrics as jobs
+
     families = core.parse_metric_list(",".join(metrics))
     _check_request(study, families, judge=judge, checkpoint=checkpoint, embedder=embedder)
     return enqueue_job(
         kind=METRICS_JOB_KIND,
-        function=METRICS_JOB_FUNCTION,
+        function=jobs.score_explanations,
         params={
             "study_id": study.pk,
             "metrics": families,
@@ -394,40 +386,3 @@ def explanation_metrics_start(
         target=study,
         user=user,
     )
-
-
-def metrics_fingerprint(study: Study) -> str:
-    """A short digest of the count and newest of the study's stored metrics ('' when none), so an analysis is
-    redone when they change (the ratings fingerprint it is appended to has a length limit)."""
-    stats = ExplanationMetric.objects.filter(explanation__item__study=study).aggregate(
-        n=Count("id"), latest=Max("created_at")
-    )
-    if not stats["n"]:
-        return ""
-    return hashlib.sha256(f"{stats['n']}@{stats['latest'].isoformat()}".encode()).hexdigest()[:12]
-
-
-def metric_values(study: Study) -> dict[int, dict[str, float | None]]:
-    """Per explanation id, the newest stored value of each metric name (None where that one failed)."""
-    values: dict[int, dict[str, float | None]] = {}
-    rows = (
-        ExplanationMetric.objects.filter(explanation__item__study=study)
-        .order_by("explanation_id", "name", "created_at", "id")
-        .values_list("explanation_id", "name", "value")
-    )
-    for explanation_id, name, value in rows:
-        values.setdefault(explanation_id, {})[name] = value
-    return values
-
-
-def with_metric_columns(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """The ratings frame with one `metric:<name>` column per stored metric (per explanation, so repeated on each
-    of its ratings); unchanged when the study has none."""
-    values = metric_values(study)
-    names = sorted({name for by_name in values.values() for name in by_name})
-    for name in names:
-        frame[COLUMN_PREFIX + name] = [
-            values.get(int(explanation_id), {}).get(name) for explanation_id in frame["explanation_id"]
-        ]
-        frame[COLUMN_PREFIX + name] = frame[COLUMN_PREFIX + name].astype(float)
-    return frame

@@ -18,8 +18,6 @@ batch loss's expectation is ``sum_k w_k * E[L_k]``: the paper's formula, whateve
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from distillation.ml.answers import CHOICE_LETTERS, normalise
+from distillation.ml.records import read_json_lines
+from distillation.ml.text import first_line
 
 
 class Method(StrEnum):
@@ -115,11 +115,6 @@ class TaskExample:
     input_text: str
     target_text: str
     weight: float
-
-
-def first_line(text: str) -> str:
-    """The teacher's text up to its first line break (the teacher often rambles on after it)."""
-    return text.strip().split("\n", 1)[0].strip()
 
 
 def format_question(question: str, choices: Sequence[str]) -> str:
@@ -251,14 +246,12 @@ def teacher_example_from_record(record: dict[str, Any], *, revised: bool = False
 
 
 def load_teacher_examples(path: Path, *, revised: bool = False, limit: int | None = None) -> list[TeacherExample]:
-    """Teacher outputs from a JSONL file (gzipped when its name ends in .gz), skipping those without the text."""
-    opener = gzip.open if str(path).endswith(".gz") else open
+    """Teacher outputs from a JSON-lines file (plain or gzipped), skipping those without the chosen text."""
     examples: list[TeacherExample] = []
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            if limit is not None and len(examples) >= limit:
-                break
-            example = teacher_example_from_record(json.loads(line), revised=revised) if line.strip() else None
-            if example is not None:
-                examples.append(example)
+    for _, record in read_json_lines(path):
+        if limit is not None and len(examples) >= limit:
+            break
+        example = teacher_example_from_record(record, revised=revised)
+        if example is not None:
+            examples.append(example)
     return examples

@@ -1,8 +1,7 @@
-"""Student runs: create, train (resumably), evaluate on the dev split, and write explanations into studies."""
+"""Student runs: create, train (resumably), evaluate on the dev split, store predictions; the one status writer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ from distillation.models import (
     TeacherRun,
     TrainingData,
 )
-
-Progress = Callable[..., None]
+from evalsite.jobs import JobCancelled, Progress, enqueue_job
 
 # Hyper-parameters a run may set; the rest keep the training core's defaults (the paper's).
 TRAINING_OPTIONS = {
@@ -153,20 +151,61 @@ def training_config(run: StudentRun):
     )
 
 
+def student_run_set_status(*, run: StudentRun, status: str) -> None:
+    """The one writer of a run's status (its other fields are saved without it, so none overwrites it)."""
+    StudentRun.objects.filter(pk=run.pk).update(status=status, updated_at=timezone.now())
+    run.status = status
+
+
+def student_training_enqueue(*, run: StudentRun, eval_limit: int | None = None, user: Any = None):
+    """Train (or resume) and evaluate a run in the background, once the surrounding transaction commits."""
+    from distillation import jobs
+
+    return enqueue_job(
+        kind="student_training",
+        function=jobs.train_student,
+        params={"run_id": run.pk, "eval_limit": eval_limit},
+        target=run,
+        user=user,
+    )
+
+
+def student_train_and_evaluate(
+    *,
+    run: StudentRun,
+    progress: Progress,
+    evaluate: bool = True,
+    eval_split: str = Split.VALIDATION,
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint), then evaluate; an error marks the run failed, a stop does not."""
+    try:
+        trained = student_train(run=run, progress=progress)
+        if not trained["completed"]:
+            raise JobCancelled(f"stopped at step {trained['steps']}; a retry resumes from the last checkpoint")
+        result = {"training": trained}
+        if evaluate:
+            result["evaluation"] = student_evaluate(run=run, progress=progress, split=eval_split, limit=eval_limit)
+        return result
+    except JobCancelled:
+        raise
+    except Exception:
+        student_run_set_status(run=run, status=StudentRun.Status.FAILED)
+        raise
+
+
 def student_train(*, run: StudentRun, progress: Progress, limit: int | None = None) -> dict[str, Any]:
     """Train a run, resuming from its last checkpoint; a stopped run stays 'training' and can be resumed."""
     from distillation.ml.training import train_student
 
     examples = training_examples(run, limit=limit or run.hyperparameters.get("train_limit"))
-    StudentRun.objects.filter(pk=run.pk).update(status=StudentRun.Status.TRAINING, updated_at=timezone.now())
+    student_run_set_status(run=run, status=StudentRun.Status.TRAINING)
 
     def report(step: int, total: int, stage: str, metrics: dict | None = None) -> None:
         loss = (metrics or {}).get("loss")
         progress(step, total, stage=stage, message=f"loss {loss:.4f}" if loss is not None else "")
 
-    result = train_student(
-        training_config(run), examples, progress=report, should_stop=getattr(progress, "should_stop", None)
-    )
+    result = train_student(training_config(run), examples, progress=report, should_stop=progress.should_stop)
     run.checkpoint_dir = str(result.final_model_dir or result.last_checkpoint or "")
     run.metrics = {
         **run.metrics,
@@ -176,13 +215,14 @@ def student_train(*, run: StudentRun, progress: Progress, limit: int | None = No
         "last_loss": result.loss_history[-1] if result.loss_history else None,
         "validation": [{"step": p.step, "loss": p.loss} for p in result.validation],
     }
+    run.save(update_fields=["checkpoint_dir", "metrics", "updated_at"])
     if result.completed:
-        run.status = StudentRun.Status.TRAINED
-    run.save()
+        student_run_set_status(run=run, status=StudentRun.Status.TRAINED)
     return {"completed": result.completed, "steps": result.steps_done, "resumed_from": result.resumed_from_step}
 
 
-def _evaluation_questions(split: str, limit: int | None, dataset: Dataset | None = None):
+def evaluation_questions(split: str, limit: int | None, dataset: Dataset | None = None) -> list[Question]:
+    """The first `limit` questions of a split (of the run's dataset when given), in a stable order."""
     questions = Question.objects.filter(split=split).order_by("id")
     if dataset is not None:
         questions = questions.filter(dataset=dataset)
@@ -213,6 +253,17 @@ def predictions_store(*, run: StudentRun, questions: list[Question], records: li
         return Prediction.objects.bulk_create(_prediction_rows(run, questions, records))
 
 
+def inference_config(run: StudentRun, *, batch_size: int = 16):
+    """How to run a trained student: its training's token limits, in batches."""
+    from distillation.ml.inference import InferenceConfig
+
+    return InferenceConfig(
+        batch_size=batch_size,
+        max_input_tokens=run.hyperparameters.get("max_input_tokens", 300),
+        max_explanation_tokens=run.hyperparameters.get("max_target_tokens", 300),
+    )
+
+
 def student_evaluate(
     *,
     run: StudentRun,
@@ -221,20 +272,16 @@ def student_evaluate(
     limit: int | None = None,
     batch_size: int = 16,
 ) -> dict[str, Any]:
-    from distillation.ml.inference import InferenceConfig, evaluate_student
+    from distillation.ml.inference import evaluate_student
 
     if not run.checkpoint_dir or run.status not in (StudentRun.Status.TRAINED, StudentRun.Status.EVALUATED):
         raise ValueError(f"student run {run.pk} is not trained yet")
-    questions = _evaluation_questions(split, limit, run.teacher_run.dataset if run.teacher_run else None)
+    questions = evaluation_questions(split, limit, run.teacher_run.dataset if run.teacher_run else None)
     stage = f"evaluating on {split}"
     result = evaluate_student(
         run.checkpoint_dir,
         questions,
-        config=InferenceConfig(
-            batch_size=batch_size,
-            max_input_tokens=run.hyperparameters.get("max_input_tokens", 300),
-            max_explanation_tokens=run.hyperparameters.get("max_target_tokens", 300),
-        ),
+        config=inference_config(run, batch_size=batch_size),
         progress=lambda done, total, *rest: progress(done, total, stage=stage),
     )
     predictions_store(run=run, questions=questions, records=result.records)
@@ -245,71 +292,10 @@ def student_evaluate(
         "unparseable_rate": result.accuracy.unparseable_rate,
         "eval_split": split,
     }
-    run.status = StudentRun.Status.EVALUATED
-    run.save(update_fields=["metrics", "status", "updated_at"])
+    run.save(update_fields=["metrics", "updated_at"])
+    student_run_set_status(run=run, status=StudentRun.Status.EVALUATED)
     return {
         "accuracy": result.accuracy.accuracy,
         "n": result.accuracy.n_questions,
         "unparseable_rate": result.accuracy.unparseable_rate,
     }
-
-
-def explanations_generate(
-    *,
-    run: StudentRun,
-    study,
-    condition_label: str,
-    progress: Progress,
-    split: str = Split.VALIDATION,
-    limit: int | None = None,
-    source_ids: list[str] | None = None,
-    batch_size: int = 16,
-) -> dict[str, int]:
-    """Generate the run's explanations and make them the current ones of a study condition.
-
-    Explanations that annotators have seen keep their ratings: new text becomes a new version.
-    """
-    from annotations.services.studies import condition_get_or_create, explanation_set_text, item_get_or_create
-    from distillation.ml.inference import InferenceConfig, generate_explanations
-
-    if not run.checkpoint_dir:
-        raise ValueError(f"student run {run.pk} has no trained model")
-    if source_ids is not None:
-        questions = list(Question.objects.filter(source_id__in=source_ids).order_by("id"))
-    else:
-        questions = _evaluation_questions(split, limit, run.teacher_run.dataset if run.teacher_run else None)
-    records = generate_explanations(
-        run.checkpoint_dir,
-        questions,
-        config=InferenceConfig(
-            batch_size=batch_size,
-            max_input_tokens=run.hyperparameters.get("max_input_tokens", 300),
-            max_explanation_tokens=run.hyperparameters.get("max_target_tokens", 300),
-        ),
-        progress=lambda done, total, *rest: progress(done, total, stage="generating explanations"),
-    )
-    counts = {"created": 0, "updated": 0, "new_version": 0, "unchanged": 0}
-    with transaction.atomic():
-        predictions = {p.question_id: p for p in predictions_store(run=run, questions=questions, records=records)}
-        condition = condition_get_or_create(study=study, label=condition_label, student_run=run)
-        for question in questions:
-            prediction = predictions[question.pk]
-            item = item_get_or_create(
-                study=study,
-                key=question.source_id,
-                question_text=question.question,
-                choices=list(question.choices),
-                answer=question.answer,
-                question=question,
-            )
-            _, outcome = explanation_set_text(
-                item=item,
-                condition=condition,
-                text=prediction.explanation or "(no explanation)",
-                source="student_run",
-                provenance={"student_run": run.pk, "generated_at": timezone.now().isoformat()},
-                prediction=prediction,
-                predicted_answer=prediction.predicted_answer,
-            )
-            counts[outcome] += 1
-    return counts

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from annotations.jobs.explanations import regenerate_explanations
 from annotations.models import Explanation, Rating
 from annotations.services.studies import study_create, study_open
 from distillation.models import Prediction, StudentRun
@@ -98,9 +99,7 @@ def test_explanations_go_into_a_study_and_regeneration_keeps_every_rating(teache
     # Pretend the model changed since those were written: the rated texts differ from what it now says.
     Explanation.objects.filter(pk__in=[e.pk for e in rated]).update(text="An older explanation.")
 
-    job = run_in_foreground(
-        kind="regenerate", function="distillation.jobs.regenerate_explanations", params={"run_id": run.pk}
-    )
+    job = run_in_foreground(kind="regenerate", function=regenerate_explanations, params={"run_id": run.pk})
     counts = job.result["students:MT:Unrevised"]
     assert counts["new_version"] == 2 and counts["unchanged"] == 6
     assert Rating.objects.count() == 6

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.jobs import metrics as jobs
 from annotations.models import Study
 from annotations.services import metrics as metric_services
 from distillation.ml.explanation_metrics import parse_metric_list
@@ -60,7 +61,7 @@ class Command(BaseCommand):
             return
         job = run_job_with_progress(
             kind=metric_services.METRICS_JOB_KIND,
-            function=metric_services.METRICS_JOB_FUNCTION,
+            function=jobs.score_explanations,
             params=params,
             quiet=options["quiet"],
             expected=(metric_services.MetricsUnavailable, TeacherError, FileNotFoundError),

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from distillation import jobs
 from distillation.models import StudentRun
-from distillation.services.students import TrainingDataMissing, default_teacher_run, student_run_create
+from distillation.services.students import (
+    TrainingDataMissing,
+    default_teacher_run,
+    student_run_create,
+    student_training_enqueue,
+)
 from evalsite.commands import enqueue_or_fail, run_job_with_progress
 
 
@@ -65,15 +71,12 @@ def create_run(options, *, method: str, data: str, seed: int) -> StudentRun:
 
 
 def start_training(run: StudentRun, options, *, enqueue: bool):
-    params = {"run_id": run.pk, "eval_limit": options["eval_limit"]}
     if enqueue:
-        return enqueue_or_fail(
-            kind="student_training", function="distillation.jobs.train_student", params=params, target=run
-        )
+        return enqueue_or_fail(student_training_enqueue, run=run, eval_limit=options["eval_limit"])
     return run_job_with_progress(
         kind="student_training",
-        function="distillation.jobs.train_student",
-        params=params,
+        function=jobs.train_student,
+        params={"run_id": run.pk, "eval_limit": options["eval_limit"]},
         quiet=options["quiet"],
         expected=(TrainingDataMissing, ValueError, OSError),
     )

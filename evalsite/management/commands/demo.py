@@ -19,6 +19,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
+from evalsite.cli import show_library_logs
+
 ADMIN_USERNAME = "admin"
 STUDY_SLUG = "demo"
 TEACHER_NAME = "llama2-13b"
@@ -59,6 +61,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         started = time.monotonic()
+        if options["verbosity"] >= 2:
+            show_library_logs()
         data_dir = self._data_dir(options["data_dir"])
         self._step("Migrating the database")
         call_command("migrate", "--noinput", verbosity=0)
@@ -101,6 +105,7 @@ class Command(BaseCommand):
             )
 
     def _students(self, options) -> list:
+        from distillation import jobs
         from distillation.models import StudentRun
         from distillation.services.students import default_teacher_run, student_run_create
         from evalsite.commands import run_job_with_progress
@@ -130,7 +135,7 @@ class Command(BaseCommand):
                 )
                 run_job_with_progress(
                     kind="student_training",
-                    function="distillation.jobs.train_student",
+                    function=jobs.train_student,
                     params={"run_id": run.pk, "eval_limit": options["eval_limit"]},
                 )
                 run.refresh_from_db()
@@ -145,6 +150,7 @@ class Command(BaseCommand):
         return runs
 
     def _study(self, options, runs, data_dir: Path):
+        from annotations.jobs import explanations as jobs
         from annotations.models import Study
         from annotations.services.studies import explanations_import_csv, study_create, study_open
         from distillation.models import Question
@@ -167,7 +173,7 @@ class Command(BaseCommand):
                 self._step(f"Writing {run.condition_label} explanations for {options['sample']} dev questions")
                 run_job_with_progress(
                     kind="generate_explanations",
-                    function="distillation.jobs.generate_explanations",
+                    function=jobs.generate_explanations,
                     params={
                         "run_id": run.pk,
                         "study_slug": study.slug,
@@ -200,6 +206,7 @@ class Command(BaseCommand):
         return study
 
     def _simulate(self, study, count: int) -> None:
+        from annotations.jobs import studies as jobs
         from evalsite.commands import run_job_with_progress
 
         if study.annotators.filter(external_id__startswith="simulated-", finished_at__isnull=False).exists():
@@ -208,7 +215,7 @@ class Command(BaseCommand):
         self._step(f"Simulating {count} annotators")
         job = run_job_with_progress(
             kind="simulate_annotators",
-            function="annotations.jobs.simulate_annotators",
+            function=jobs.simulate_annotators,
             params={"study_id": study.pk, "count": count, "seed": 0},
         )
         self.stdout.write(f"    {job.result['finished']} finished, {study.annotators.count()} in all")

@@ -148,7 +148,7 @@ def test_metric_columns_of_a_tidy_file_are_analysed_and_written_back(tmp_path):
     tidy.to_csv(path, index=False)
     from annotations.analysis.io import load_tidy_csv
 
-    report = run_analysis(load_tidy_csv(path), tmp_path / "out", composite=False, models=(), n_boot=100)
+    report, written = run_analysis(load_tidy_csv(path), tmp_path / "out", composite=False, models=(), n_boot=100)
     assert {e["metric"] for e in report["automatic_metrics"]} == {"planted", "noise"}
-    assert (tmp_path / "out" / "metrics-soundness.svg").is_file()
+    assert (tmp_path / "out" / "metrics-soundness.svg").is_file() and "metrics-soundness.svg" in written
     assert "metric:planted" in pd.read_csv(tmp_path / "out" / "ratings_tidy.csv").columns

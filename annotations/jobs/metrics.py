@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from annotations.models import Study
-from annotations.services import metrics as metric_services
+from annotations.services import metrics as services
+from evalsite.jobs import Progress, job_function
 
 
+@job_function
 def score_explanations(
-    *, progress, study_id: int, metrics: list[str], judge: str = "", checkpoint: str = "", embedder: str = ""
+    *, progress: Progress, study_id: int, metrics: list[str], judge: str = "", checkpoint: str = "", embedder: str = ""
 ) -> dict[str, Any]:
-    return metric_services.explanation_metrics_compute(
+    """Score the study's explanation versions with each metric; what is stored already is skipped (resumes)."""
+    return services.explanation_metrics_compute(
         study=Study.objects.get(pk=study_id),
         metrics=metrics,
         judge=judge,
