@@ -14,14 +14,17 @@ from annotations.models import (
     Condition,
     Construct,
     Explanation,
+    ExplanationMetric,
     Item,
     Rating,
     Study,
 )
 from annotations.services.explanations import explanations_regenerate_enqueue
+from annotations.services.metrics import ADMIN_METRICS, MetricsUnavailable, explanation_metrics_start
 from annotations.services.studies import study_open
 from distillation import admin as distillation_admin
 from distillation.models import StudentRun
+from evalsite.jobs import QueueUnavailable
 
 
 class ConstructInline(admin.TabularInline):
@@ -42,7 +45,7 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ["slug", "title"]
     inlines = [ConstructInline, ConditionInline]
     prepopulated_fields = {"slug": ["title"]}
-    actions = ["open_studies", "close_studies"]
+    actions = ["open_studies", "close_studies", "score_explanations"]
 
     def get_list_display(self, request):
         return [*self.list_display, "dashboard_link"]
@@ -60,6 +63,19 @@ class StudyAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{study.slug}: {'; '.join(exc.messages)}", messages.ERROR)
             else:
                 self.message_user(request, f"{study.slug} is open.", messages.SUCCESS)
+
+    @admin.action(
+        description="Score explanations with automatic metrics (length, teacher overlap, consistency)",
+        permissions=["change"],
+    )
+    def score_explanations(self, request, queryset):
+        for study in queryset:
+            try:
+                job = explanation_metrics_start(study=study, metrics=ADMIN_METRICS, user=request.user)
+            except (MetricsUnavailable, QueueUnavailable) as exc:
+                self.message_user(request, f"{study.slug}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{study.slug}: scoring started (job {job.pk}).", messages.SUCCESS)
 
     @admin.action(description="Close selected studies", permissions=["change"])
     def close_studies(self, request, queryset):
@@ -135,6 +151,15 @@ class RatingAdmin(admin.ModelAdmin):
 class AnalysisReportAdmin(admin.ModelAdmin):
     list_display = ["id", "study", "reference", "created_at"]
     list_filter = ["study"]
+
+
+@admin.register(ExplanationMetric)
+class ExplanationMetricAdmin(admin.ModelAdmin):
+    list_display = ["id", "explanation", "name", "value", "version", "created_at"]
+    list_filter = ["name", "explanation__item__study"]
+    search_fields = ["name", "version", "raw_reply"]
+    raw_id_fields = ["explanation", "job"]
+    readonly_fields = ["created_at"]
 
 
 # Student runs are distillation's; explanations are ours, so the action that regenerates them is added here.

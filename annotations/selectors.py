@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -11,7 +12,16 @@ from django.core.cache import caches
 from django.db.models import Avg, Count, Max, Q
 from django.db.models.functions import Coalesce, Length
 
-from annotations.models import Annotator, Assignment, Condition, Construct, Explanation, Rating, Study
+from annotations.models import (
+    Annotator,
+    Assignment,
+    Condition,
+    Construct,
+    Explanation,
+    ExplanationMetric,
+    Rating,
+    Study,
+)
 from distillation.models import StudentRun
 
 if TYPE_CHECKING:
@@ -277,6 +287,9 @@ SECONDS = "seconds"
 ATTENTION_FAILED = "attention_failed"
 
 DEMOGRAPHIC_PREFIX = "demographic_"
+# A stored automatic metric's column (per explanation, repeated on each of its ratings); the analysis reads
+# every column with this prefix (`annotations.analysis.metrics_agreement.METRIC_PREFIX`).
+METRIC_COLUMN_PREFIX = "metric:"
 
 # Column name -> rating field path. Computed columns are annotations under their own names.
 _ANALYSIS_FIELDS = {
@@ -309,17 +322,44 @@ _EXPORT_FIELDS = {
 
 
 def ratings_fingerprint(study: Study) -> str:
-    """Count and latest change of the study's completed ratings: any new, changed or completed rating alters it."""
+    """Count and latest change of the study's completed ratings, plus a digest of its stored automatic metrics
+    (which enter the analysis too): any new, changed or completed rating, or newly stored metric, alters it."""
     stats = completed_ratings(study).aggregate(n=Count("id"), latest=Max("updated_at"))
     latest = stats["latest"].isoformat() if stats["latest"] else "none"
-    return f"{stats['n']}@{latest}"
+    metrics = metrics_fingerprint(study)
+    return f"{stats['n']}@{latest}" + (f";m{metrics}" if metrics else "")
+
+
+def metrics_fingerprint(study: Study) -> str:
+    """A short digest of the count and newest of the study's stored metrics ('' when none); short because the
+    ratings fingerprint it is appended to has a length limit."""
+    stats = ExplanationMetric.objects.filter(explanation__item__study=study).aggregate(
+        n=Count("id"), latest=Max("created_at")
+    )
+    if not stats["n"]:
+        return ""
+    return hashlib.sha256(f"{stats['n']}@{stats['latest'].isoformat()}".encode()).hexdigest()[:12]
+
+
+def metric_values(study: Study) -> dict[int, dict[str, float | None]]:
+    """Per explanation id, the newest stored value of each metric name (None where that one failed)."""
+    values: dict[int, dict[str, float | None]] = {}
+    rows = (
+        ExplanationMetric.objects.filter(explanation__item__study=study)
+        .order_by("explanation_id", "name", "created_at", "id")
+        .values_list("explanation_id", "name", "value")
+    )
+    for explanation_id, name, value in rows:
+        values.setdefault(explanation_id, {})[name] = value
+    return values
 
 
 def study_ratings_frame(study: Study, *, for_export: bool = False) -> pd.DataFrame:
     """One row per rating of a completed screen, with the tidy columns of `annotations.analysis.io` plus
     explanation_length, seconds (on that screen), attention_failed (the annotator failed any check), and for
     pair screens `side` (left/right: where this explanation was shown) and `preference` (this, other or tie:
-    the answer to "which explanation is better?"); both are empty on single-explanation screens.
+    the answer to "which explanation is better?"); both are empty on single-explanation screens; and one
+    `metric:<name>` column per automatic metric stored for the study's explanations.
 
     With `for_export`, also the explanation's version, source and provenance (JSON text), its student run
     and the teacher prompt versions behind it, and the annotator's source and demographics (one column each).
@@ -341,6 +381,7 @@ def study_ratings_frame(study: Study, *, for_export: bool = False) -> pd.DataFra
     frame[ATTENTION_FAILED] = frame.pop("_attention_failures").fillna(0).astype(int) > 0
     frame[SECONDS] = frame[SECONDS].astype(float)
     _with_pair_columns(frame)
+    _with_metric_columns(frame, study)
     if for_export:
         frame = _with_provenance(frame, study)
     return frame
@@ -400,6 +441,17 @@ def _with_pair_columns(frame: pd.DataFrame) -> None:
     frame["preference"] = np.where(
         pair & answered, np.where(tie.to_numpy(), "tie", np.where(this, "this", "other")), ""
     )
+
+
+def _with_metric_columns(frame: pd.DataFrame, study: Study) -> None:
+    """One float `metric:<name>` column per stored metric name, the explanation's newest value on each of its
+    ratings (NaN where it has none or it failed); no columns when the study has no metrics."""
+    import pandas as pd
+
+    values = metric_values(study)
+    for name in sorted({name for by_name in values.values() for name in by_name}):
+        column = [values.get(int(explanation_id), {}).get(name) for explanation_id in frame["explanation_id"]]
+        frame[METRIC_COLUMN_PREFIX + name] = pd.Series(column, index=frame.index, dtype=float)
 
 
 def study_pairs_frame(study: Study) -> pd.DataFrame:

@@ -155,6 +155,7 @@ APP_JOB_MODULES = [
     "distillation.jobs",
     "annotations.jobs.analysis",
     "annotations.jobs.explanations",
+    "annotations.jobs.metrics",
     "annotations.jobs.studies",
     "annotations.crowd.jobs",
 ]
@@ -182,6 +183,7 @@ def test_every_job_of_the_apps_is_registered_under_the_path_of_its_function():
         "annotations.jobs.analysis.analyze_study",
         "annotations.jobs.explanations.generate_explanations",
         "annotations.jobs.explanations.regenerate_explanations",
+        "annotations.jobs.metrics.score_explanations",
         "annotations.jobs.studies.import_explanations",
         "annotations.jobs.studies.simulate_annotators",
         "distillation.jobs.generate_teacher_data",

@@ -123,9 +123,11 @@ FIGURES = {
 
 
 def build_figures(report: dict[str, Any]) -> dict[str, Figure]:
-    """All report figures that have something to show, by file stem."""
+    """All report figures that have something to show, by file stem (the metric scatters after the rest)."""
+    from .metrics_report import scatter_figures
+
     drawn = {stem: draw(report) for stem, draw in FIGURES.items()}
-    return {stem: figure for stem, figure in drawn.items() if figure is not None}
+    return {stem: figure for stem, figure in drawn.items() if figure is not None} | scatter_figures(report)
 
 
 def svg_text(fig: Figure) -> str:

@@ -10,6 +10,9 @@ import math
 from html import escape
 from typing import Any
 
+from .metrics_report import SECTION_TITLE, is_metric_figure
+from .metrics_report import render_section as automatic_metrics_section
+
 PAGE_STYLE = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#222;padding:0 1rem}"
 # Scoped to .rating-report so the body can sit inside another page (the admin's) without restyling it.
 REPORT_STYLE = """
@@ -257,7 +260,8 @@ def render_body(report: dict[str, Any], figures: dict[str, str]) -> str:
     headline = [m for m in report["models"] if m["construct"] == composite]
     per_construct = [m for m in report["models"] if m["construct"] != composite]
     means = {name: markup for name, markup in figures.items() if name == "means"}
-    others = {name: markup for name, markup in figures.items() if name != "means"}
+    # The metric scatters belong to their own section.
+    others = {name: markup for name, markup in figures.items() if name != "means" and not is_metric_figure(name)}
     open_sections = [
         ("summary", "Summary", counts + _settings(report) + warnings),
         ("headline", f"Models of {composite}" if composite else "", "".join(_model(m) for m in headline)),
@@ -272,6 +276,7 @@ def render_body(report: dict[str, Any], figures: dict[str, str]) -> str:
         ("contrasts", "Pairwise contrasts", _contrasts(report) if report["contrasts"] else ""),
         ("rank-tests", "Rank tests", _rank_tests(report) if report["rank_tests"] else ""),
         ("models", "Models per construct", "".join(_model(m) for m in per_construct)),
+        ("automatic-metrics", SECTION_TITLE, automatic_metrics_section(report, figures)),
     ]
     open_sections = [(a, t, h) for a, t, h in open_sections if t and h]
     collapsed = [(a, t, h) for a, t, h in collapsed if t and h]

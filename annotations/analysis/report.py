@@ -33,6 +33,8 @@ from .io import (
     is_integer_scale,
     validate_tidy,
 )
+from .metrics_agreement import automatic_metrics
+from .metrics_report import scatter_figures
 from .mixed import fit_crossed_lmm, variance_shares
 from .nonparametric import pairwise_contrasts, rank_test
 from .ordinal import fit_ordinal
@@ -245,6 +247,16 @@ def _analyze(
         preferences = _guarded(
             out, "preference model", analyze_preferences, kept, ordered, n_boot=n_boot, seed=seed, confidence=confidence
         )
+    metric_entries, metric_points = _guarded(
+        out,
+        "automatic metrics against people",
+        automatic_metrics,
+        frames,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        default=([], {}),
+    )
     report = {
         "schema_version": SCHEMA_VERSION,
         "settings": {
@@ -273,6 +285,8 @@ def _analyze(
         "rank_tests": rank_tests,
         "preferences": preferences,
         "power": _guarded(out, "power", _power_entry, power, out.models, conditions, seed) if power else None,
+        "automatic_metrics": metric_entries,
+        "automatic_metric_points": metric_points,
         "warnings": out.warnings,
     }
     return to_jsonable(report)
@@ -351,6 +365,10 @@ def draw_figures(report: dict[str, Any]) -> dict[str, Figure]:
             continue
         if figure is not None:
             drawn[stem] = figure
+    try:
+        drawn |= scatter_figures(report)  # one per construct: each automatic metric against people
+    except Exception as error:
+        report["warnings"].append(f"automatic metric figures skipped: {type(error).__name__}: {error}")
     return drawn
 
 

@@ -26,6 +26,8 @@ TOP_LEVEL = {
     "preferences": (dict, type(None)),
     "power": (dict, type(None)),
     "warnings": list,
+    "automatic_metrics": list,
+    "automatic_metric_points": dict,
 }
 DESCRIPTIVE_CELL = {
     "n": int,
@@ -60,6 +62,15 @@ COEFFICIENT = {
 }
 VARIANCE = {"annotator": OPTIONAL_NUMBER, "item": OPTIONAL_NUMBER, "residual": OPTIONAL_NUMBER}
 MODEL_KINDS = {"lmm", "clmm", "ols", "ordinal"}
+AUTOMATIC_METRIC = {
+    "metric": str,
+    "construct": str,
+    "spearman": OPTIONAL_NUMBER,
+    "ci_low": OPTIONAL_NUMBER,
+    "ci_high": OPTIONAL_NUMBER,
+    "n": int,
+    "kendall_conditions": OPTIONAL_NUMBER,
+}
 
 
 def _check(obj: Any, spec: dict[str, Any], where: str, errors: list[str]) -> None:
@@ -95,4 +106,6 @@ def validate_report(report: dict[str, Any]) -> list[str]:
         _check(model.get("variance"), VARIANCE, f"{where}.variance", errors)
         for j, coefficient in enumerate(model.get("coefficients", [])):
             _check(coefficient, COEFFICIENT, f"{where}.coefficients[{j}]", errors)
+    for index, entry in enumerate(report["automatic_metrics"]):
+        _check(entry, AUTOMATIC_METRIC, f"automatic_metrics[{index}]", errors)
     return errors

@@ -4,4 +4,4 @@ Importing this package registers them all, which is how ``evalsite.jobs.register
 """
 
 from annotations.crowd import jobs as crowd  # noqa: F401
-from annotations.jobs import analysis, explanations, studies  # noqa: F401
+from annotations.jobs import analysis, explanations, metrics, studies  # noqa: F401

@@ -1,6 +1,7 @@
 """Models of the annotations app, one module per area."""
 
 from annotations.models.crowd import BlockedWorker, CrowdBatch, CrowdPlatform, CrowdSubmission, CrowdTask
+from annotations.models.metrics import ExplanationMetric
 from annotations.models.studies import (
     AnalysisReport,
     Annotator,
@@ -27,6 +28,7 @@ __all__ = [
     "CrowdSubmission",
     "CrowdTask",
     "Explanation",
+    "ExplanationMetric",
     "Item",
     "Rating",
     "Study",

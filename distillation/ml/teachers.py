@@ -470,7 +470,8 @@ class ReplayTeacher(TeacherBackend):
                     f"{self.path}: question {key.source_id!r} has no counterfactual for choice {key.choice_index}"
                 )
             return texts[key.choice_index]
-        field_name = _REPLAY_FIELDS.get(key.kind)
+        # Other kinds (a judge's `judge:<construct>`) are read from the field of that name, when the row has it.
+        field_name = _REPLAY_FIELDS.get(key.kind) or (key.kind if key.kind in row else None)
         if field_name is None:
             raise TeacherError(f"{self.path}: unknown stage {key.kind!r}")
         text = row.get(field_name)

@@ -71,6 +71,8 @@ class Command(BaseCommand):
         study = self._study(options, runs, data_dir)
         if options["simulate_annotators"]:
             self._simulate(study, options["simulate_annotators"])
+        self._step("Scoring explanations with the cheap automatic metrics (length, overlap with the teacher)")
+        call_command("score_explanations", "--study", study.slug, "--metrics", "length,teacher_overlap", "--quiet")
         report_url = self._analyse(study)
         password = self._ensure_admin()
         self._step(f"Ready in {time.monotonic() - started:.0f} s")
