@@ -101,3 +101,15 @@ def regenerate_explanations(*, progress, run_id: int) -> dict[str, Any]:
     if not results:
         raise ValueError(f"student run {run_id} feeds no study condition; use generate_explanations first")
     return results
+
+
+def build_demo_student(
+    *, progress, teacher_run_id: int, limit: int | None = None, steps: int | None = None
+) -> dict[str, Any]:
+    """Pre-train the demo student's base model once (see ``distillation.ml.demo_student``)."""
+    from distillation.models import TeacherRun
+    from distillation.services.demo_student import demo_base_build
+
+    teacher_run = TeacherRun.objects.get(pk=teacher_run_id)
+    path = demo_base_build(teacher_run=teacher_run, progress=progress, limit=limit, steps=steps)
+    return {"path": str(path)}

@@ -24,6 +24,8 @@ from distillation.models import (
 )
 
 Progress = Callable[..., None]
+# What a study shows where the student wrote nothing; the text-quality measures count it as empty.
+NO_EXPLANATION_TEXT = "(no explanation)"
 
 # Hyper-parameters a run may set; the rest keep the training core's defaults (the paper's).
 TRAINING_OPTIONS = {
@@ -240,6 +242,7 @@ def student_evaluate(
     predictions_store(run=run, questions=questions, records=result.records)
     run.metrics = {
         **run.metrics,
+        "text_quality": explanations_text_quality(run=run, questions=questions, records=result.records),
         "accuracy": result.accuracy.accuracy,
         "n_eval": result.accuracy.n_questions,
         "unparseable_rate": result.accuracy.unparseable_rate,
@@ -252,6 +255,24 @@ def student_evaluate(
         "n": result.accuracy.n_questions,
         "unparseable_rate": result.accuracy.unparseable_rate,
     }
+
+
+def explanations_text_quality(*, run: StudentRun, questions: list[Question], records: list) -> dict[str, Any]:
+    """The text-quality measures of a run's explanations (see ``distillation.ml.text_quality``)."""
+    from distillation.ml.text_quality import ExplainedQuestion, text_quality
+    from distillation.selectors import corpus_vocabulary
+
+    by_source = {q.source_id: q for q in questions}
+    items = [
+        ExplainedQuestion(
+            record.explanation,
+            by_source[record.source_id].question,
+            by_source[record.source_id].choices,
+            record.is_correct,
+        )
+        for record in records
+    ]
+    return text_quality(items, corpus_vocabulary(teacher_run=run.teacher_run)).as_dict()
 
 
 def explanations_generate(
@@ -305,7 +326,7 @@ def explanations_generate(
             _, outcome = explanation_set_text(
                 item=item,
                 condition=condition,
-                text=prediction.explanation or "(no explanation)",
+                text=prediction.explanation or NO_EXPLANATION_TEXT,
                 source="student_run",
                 provenance={"student_run": run.pk, "generated_at": timezone.now().isoformat()},
                 prediction=prediction,

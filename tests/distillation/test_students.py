@@ -47,6 +47,10 @@ def test_train_student_trains_evaluates_and_stores_predictions(teacher_data):
     assert run.metrics["steps"] == 6 and run.metrics["train_questions"] == 48
     assert 0.0 <= run.metrics["accuracy"] <= 1.0
     assert Prediction.objects.filter(student_run=run).count() == 8
+    quality = run.metrics["text_quality"]
+    assert quality["n"] == 8 and quality["accuracy"] == run.metrics["accuracy"]
+    assert quality["chance"] == pytest.approx(0.2)
+    assert 0.0 <= quality["corpus_words"] <= 1.0 and 0.0 <= quality["degenerate"] <= 1.0
     assert {p.parse_status for p in Prediction.objects.all()} <= {"exact", "letter", "similar", "unparseable"}
     assert f"Student run {run.pk} (MT+CF:Revised, seed 3): 6 steps" in output
     assert Path(run.checkpoint_dir, "evalsite_student.json").is_file()
