@@ -30,6 +30,8 @@ STUDENT_DEFAULTS = {
     DEMO_STUDENT: {"steps": 200, "lr": 1e-3, "train_limit": 2000},
     "other": {"steps": 30, "lr": 1e-3, "train_limit": 256},
 }
+DEMO_BATCH_SIZE = 16
+DEMO_MAX_TOKENS = 128
 T5_LARGE_FILES = {
     "T5-large MT+CF:Unrevised": "t5-large-mtcf-unrevised-validation.csv",
     "T5-large MT+CF:Revised": "t5-large-mtcf-revised-validation.csv",
@@ -54,8 +56,8 @@ class Command(BaseCommand):
         parser.add_argument("--steps", type=int, help="Training steps per student (demo: 200, others: 30).")
         parser.add_argument("--lr", type=float, help="Learning rate (demo: 1e-3; tiny students need a high one too).")
         parser.add_argument("--base-steps", type=int, help="Pre-training steps of the demo student's base (1000).")
-        parser.add_argument("--batch-size", type=int, default=16)
-        parser.add_argument("--max-tokens", type=int, default=128)
+        parser.add_argument("--batch-size", type=int, default=DEMO_BATCH_SIZE)
+        parser.add_argument("--max-tokens", type=int, default=DEMO_MAX_TOKENS)
         parser.add_argument("--train-limit", type=int, help="Training questions per student (demo: 2000, others: 256).")
         parser.add_argument("--eval-limit", type=int, default=60, help="Dev questions for accuracy.")
         parser.add_argument("--sample", type=int, default=24, help="Dev questions whose explanations are rated.")

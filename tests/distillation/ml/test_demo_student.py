@@ -1,0 +1,129 @@
+"""The demo student: its tokenizer and base reload offline; trained as the demo trains it, it writes real text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillation.ml.demo_student import (
+    BASE_INFO_FILE,
+    BasePretraining,
+    CorpusDocument,
+    DemoStudentSize,
+    build_base_student,
+    continuation_pair,
+)
+from distillation.ml.tasks import load_teacher_examples
+
+SMALL = DemoStudentSize(vocab_size=400, d_model=32, n_layers=1, n_heads=2, d_ff=64)
+
+
+def documents(data_dir: Path, n_questions: int) -> list[CorpusDocument]:
+    path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
+    unrevised = load_teacher_examples(path, limit=n_questions)
+    revised = load_teacher_examples(path, revised=True, limit=n_questions)
+    return [CorpusDocument(e.question, e.choices, e.rationale) for e in unrevised + revised]
+
+
+def test_continuation_pairs_split_a_rationale_between_encoder_and_decoder():
+    import numpy as np
+
+    document = CorpusDocument("Where is a cat?", ("box", "sky"), "Cats sit in boxes because boxes are warm.")
+    source, target = continuation_pair(document, np.random.default_rng(0))
+    assert source.startswith("[continue] Question: Where is a cat?\nChoices: (a) box (b) sky\nText:")
+    written = source.split("Text:")[1].split()
+    assert " ".join([*written, *target.split()]) == document.text
+
+
+def test_the_base_is_built_once_resumes_and_reloads_offline(data_dir, tmp_path, monkeypatch):
+    from distillation.ml.students import load_student
+
+    corpus = documents(data_dir, 16)
+    training = BasePretraining(steps=6, batch_size=4, checkpoint_every=3, max_input_tokens=48, max_target_tokens=24)
+    seen: list[tuple[int, str]] = []
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_five(step, total, stage, metrics):
+        seen.append((step, stage))
+        if step == 5 and stage.startswith("pre-training"):
+            raise Interrupt
+
+    directory = tmp_path / "base"
+    with pytest.raises(Interrupt):
+        build_base_student(corpus, directory, size=SMALL, training=training, progress=stop_at_five)
+    assert not (directory / BASE_INFO_FILE).exists(), "an interrupted build leaves no model that looks finished"
+    seen.clear()
+    build_base_student(corpus, directory, size=SMALL, training=training, progress=lambda *a: seen.append((a[0], a[2])))
+    assert (3, "resuming") in seen and (4, "pre-training the base model") in seen, "resumed after step 3"
+    assert (directory / BASE_INFO_FILE).is_file() and (directory / "tokenizer.json").is_file()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    student = load_student(directory)
+    assert student.is_encoder_decoder and len(student.tokenizer) == SMALL.vocab_size
+    assert student.tokenizer("Where is a cat?")["input_ids"][-1] == student.tokenizer.eos_token_id
+    assert student.model.generation_config.no_repeat_ngram_size == 3
+    seen.clear()
+    again = build_base_student(corpus, directory, size=SMALL, training=training, progress=lambda *a: seen.append(a))
+    assert again == directory
+    assert not seen, "a built base is reused without any work"
+
+
+@pytest.mark.slow  # the demo's whole training on 512 questions: about as long as one condition of the demo
+@pytest.mark.parametrize(
+    "method,training_data", [("cf", "unrevised"), ("mt", "unrevised"), ("mtcf", "unrevised"), ("mtcf", "revised")]
+)
+def test_the_demo_student_writes_readable_grounded_distinct_explanations(
+    data_dir, tmp_path_factory, demo_base, method, training_data
+):
+    from distillation.datafiles import read_questions
+    from distillation.ml.inference import InferenceConfig, evaluate_student
+    from distillation.ml.tasks import Question
+    from distillation.ml.text_quality import ExplainedQuestion, text_quality, vocabulary
+    from distillation.ml.training import TrainingConfig, train_student
+    from evalsite.management.commands.demo import DEMO_BATCH_SIZE, DEMO_MAX_TOKENS, STUDENT_DEFAULTS
+
+    base, corpus = demo_base
+    settings = STUDENT_DEFAULTS["demo"]
+    path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
+    examples = load_teacher_examples(path, revised=training_data == "revised", limit=512)
+    config = TrainingConfig(
+        student=str(base),
+        method=method,
+        max_steps=settings["steps"],
+        batch_size=DEMO_BATCH_SIZE,
+        learning_rate=settings["lr"],
+        max_input_tokens=DEMO_MAX_TOKENS,
+        max_target_tokens=DEMO_MAX_TOKENS,
+        checkpoint_every=settings["steps"],
+        output_dir=str(tmp_path_factory.mktemp(f"demo-{method}")),
+    )
+    result = train_student(config, examples)
+    dev_rows = read_questions(data_dir / "cqa" / "validation.jsonl")[:50]
+    dev = [Question(q.source_id, q.question, q.choices, q.answer) for q in dev_rows]
+    evaluation = evaluate_student(
+        result.final_model_dir,
+        dev,
+        config=InferenceConfig(max_input_tokens=DEMO_MAX_TOKENS, max_explanation_tokens=DEMO_MAX_TOKENS),
+    )
+    items = [
+        ExplainedQuestion(r.explanation, q.question, q.choices, r.is_correct)
+        for r, q in zip(evaluation.records, dev, strict=True)
+    ]
+    texts = [t for d in corpus for t in (d.question, *d.choices, d.text)]
+    quality = text_quality(items, vocabulary(texts))
+    shown = "\n".join(r.explanation for r in evaluation.records[:5])
+    assert quality.non_empty >= 0.98, (quality, shown)
+    assert quality.degenerate <= 0.05, (quality, shown)
+    assert quality.corpus_words >= 0.90, (quality, shown)
+    assert quality.distinct >= 0.90, (quality, shown)
+    assert quality.grounded >= 0.70, (quality, shown)
+
+
+@pytest.fixture(scope="module")
+def demo_base(data_dir, tmp_path_factory):
+    """The demo's base model, pre-trained as the demo pre-trains it, on 512 training questions."""
+    corpus = documents(data_dir, 512)
+    base = build_base_student(corpus, tmp_path_factory.mktemp("demo-base") / "base")
+    return base, corpus
