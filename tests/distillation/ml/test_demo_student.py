@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,14 @@ def documents(data_dir: Path, n_questions: int) -> list[CorpusDocument]:
     unrevised = load_teacher_examples(path, limit=n_questions)
     revised = load_teacher_examples(path, revised=True, limit=n_questions)
     return [CorpusDocument(e.question, e.choices, e.rationale) for e in unrevised + revised]
+
+
+def test_the_new_core_modules_import_without_torch_or_datasets():
+    code = "import sys\nimport distillation.ml.demo_student, distillation.ml.subword, distillation.ml.text_quality\n"
+    code += "import distillation.paperrepo\n"
+    code += "heavy = {'torch', 'transformers', 'tokenizers', 'datasets'} & set(sys.modules)\n"
+    code += "assert not heavy, heavy"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
 
 
 def test_continuation_pairs_split_a_rationale_between_encoder_and_decoder():
