@@ -242,7 +242,7 @@ def student_evaluate(
     predictions_store(run=run, questions=questions, records=result.records)
     run.metrics = {
         **run.metrics,
-        "text_quality": explanations_text_quality(run=run, questions=questions, records=result.records),
+        "text_quality": _text_quality_of(run=run, questions=questions, records=result.records),
         "accuracy": result.accuracy.accuracy,
         "n_eval": result.accuracy.n_questions,
         "unparseable_rate": result.accuracy.unparseable_rate,
@@ -257,7 +257,7 @@ def student_evaluate(
     }
 
 
-def explanations_text_quality(*, run: StudentRun, questions: list[Question], records: list) -> dict[str, Any]:
+def _text_quality_of(*, run: StudentRun, questions: list[Question], records: list) -> dict[str, Any]:
     """The text-quality measures of a run's explanations (see ``distillation.ml.text_quality``)."""
     from distillation.ml.text_quality import ExplainedQuestion, text_quality
     from distillation.selectors import corpus_vocabulary
