@@ -7,10 +7,12 @@ DEMO_ARGS ?=
 
 .PHONY: venv demo test lint format worker serve
 
-$(VENV)/.installed: requirements.txt
+## Development: the runtime lock (requirements.txt) plus the tools (requirements-dev.txt includes it).
+## A deployment installs requirements.txt alone: no test tools.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed

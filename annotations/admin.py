@@ -18,7 +18,10 @@ from annotations.models import (
     Rating,
     Study,
 )
+from annotations.services.explanations import explanations_regenerate_enqueue
 from annotations.services.studies import study_open
+from distillation import admin as distillation_admin
+from distillation.models import StudentRun
 
 
 class ConstructInline(admin.TabularInline):
@@ -48,7 +51,7 @@ class StudyAdmin(admin.ModelAdmin):
     def dashboard_link(self, study: Study) -> str:
         return format_html('<a href="{}">dashboard</a>', reverse("annotations:dashboard", args=[study.slug]))
 
-    @admin.action(description="Open selected studies to annotators")
+    @admin.action(description="Open selected studies to annotators", permissions=["change"])
     def open_studies(self, request, queryset):
         for study in queryset:
             try:
@@ -58,7 +61,7 @@ class StudyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{study.slug} is open.", messages.SUCCESS)
 
-    @admin.action(description="Close selected studies")
+    @admin.action(description="Close selected studies", permissions=["change"])
     def close_studies(self, request, queryset):
         closed = queryset.update(status=Study.Status.CLOSED)
         self.message_user(request, f"Closed {closed} stud{'y' if closed == 1 else 'ies'}.", messages.SUCCESS)
@@ -134,5 +137,21 @@ class AnalysisReportAdmin(admin.ModelAdmin):
     list_filter = ["study"]
 
 
+# Student runs are distillation's; explanations are ours, so the action that regenerates them is added here.
+admin.site.unregister(StudentRun)
+
+
+@admin.register(StudentRun)
+class StudentRunAdmin(distillation_admin.StudentRunAdmin):
+    actions = ["regenerate_explanations", *distillation_admin.StudentRunAdmin.actions]
+
+    @admin.action(
+        description="Regenerate explanations in their studies (rated ones are kept as old versions)",
+        permissions=["change"],
+    )
+    def regenerate_explanations(self, request, queryset):
+        self.enqueue_for_each(request, queryset, explanations_regenerate_enqueue)
+
+
 # Crowd-platform admin lives in its own module; importing it registers it.
-from annotations import crowd_admin  # noqa: E402,F401
+from annotations.crowd import admin as crowd_admin  # noqa: E402,F401

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillation.datafiles import DataFileError
+from evalsite.errors import DataFileError
 
 # "[predict] Question: ... Choices: (a) x (b) y ..." as the students' inputs are written.
 _TASK_PREFIX = re.compile(r"^\s*\[[^\]]+\]\s*")
@@ -39,6 +39,15 @@ def parse_question_input(text: str) -> tuple[str, tuple[str, ...]] | None:
 
 def strip_answer_prefix(text: str) -> str:
     return _ANSWER_PREFIX.sub("", text or "").strip().rstrip(".").strip()
+
+
+def matching_key(text: str) -> str:
+    """The form in which a file's question text is compared with a stored question's.
+
+    Case and whitespace are ignored: exported student inputs differ from CommonsenseQA in both
+    ("did not,match" against "did not ,match", "semen?" against "semen ?").
+    """
+    return "".join(text.split()).casefold()
 
 
 def item_key_for(text: str) -> str:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import Avg, Count, Q
+from django.core.cache import caches
+from django.db.models import Avg, Count, Max, Q
+from django.db.models.functions import Coalesce, Length
 
 from annotations.models import Annotator, Assignment, Condition, Construct, Explanation, Rating, Study
+from distillation.models import StudentRun
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# A study's constructs and conditions are read on every annotator request but change only while it is set
+# up, so each process keeps them this long (an edit to an open study shows within that time).
+STUDY_SETUP_CACHE_S = 60
 
 
 def study_for_slug(slug: str) -> Study | None:
@@ -19,19 +30,90 @@ def annotator_by_public_id(study: Study, public_id: str) -> Annotator | None:
     return Annotator.objects.filter(study=study, public_id=public_id).select_related("study").first()
 
 
+def annotator_in_study(slug: str, public_id: str) -> Annotator | None:
+    """The annotator with their study, in one query (the study's slug must match)."""
+    # Unique, so no ORDER BY: `.first()` would order by the model's ordering, which costs a join to compile.
+    found = Annotator.objects.filter(study__slug=slug, public_id=public_id).select_related("study").order_by()
+    return next(iter(found[:1]), None)
+
+
+def _study_setup(study: Study, what: str, load) -> list:
+    cache = caches["default"]
+    key = f"evalsite:study:{study.pk}:{what}"
+    found = cache.get(key)
+    if found is None:
+        found = load()
+        cache.set(key, found, timeout=STUDY_SETUP_CACHE_S)
+    return found
+
+
+def study_constructs(study: Study) -> list[Construct]:
+    """The study's constructs in display order (kept a minute per process, see `STUDY_SETUP_CACHE_S`)."""
+    return _study_setup(study, "constructs", lambda: list(Construct.objects.filter(study=study)))
+
+
+def study_conditions(study: Study) -> list[Condition]:
+    """The study's conditions in order (kept a minute per process, see `STUDY_SETUP_CACHE_S`)."""
+    return _study_setup(study, "conditions", lambda: list(Condition.objects.filter(study=study)))
+
+
 def current_assignment(annotator: Annotator) -> Assignment | None:
     return (
         annotator.assignments.filter(status=Assignment.Status.ASSIGNED)
-        .select_related("explanation__item", "explanation__condition", "second_explanation")
+        .select_related("explanation__item", "second_explanation")
         .order_by("position")
         .first()
     )
 
 
+def assignment_for_screen(assignment_id: int) -> Assignment:
+    """A screen with what it shows: its explanations and their item."""
+    return Assignment.objects.select_related("explanation__item", "second_explanation").get(pk=assignment_id)
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """An annotator's screens at a glance (one query, read on every screen request): screens done and
+    held (released ones aside), the first one left, and whether screens were ever allocated."""
+
+    done: int
+    total: int
+    current_id: int | None
+    ever_allocated: bool
+
+
+def session_state(annotator: Annotator) -> SessionState:
+    rows = list(annotator.assignments.order_by("position").values_list("pk", "status"))
+    held = [(pk, status) for pk, status in rows if status != Assignment.Status.RELEASED]
+    assigned = [pk for pk, status in held if status == Assignment.Status.ASSIGNED]
+    return SessionState(
+        done=sum(1 for _, status in held if status == Assignment.Status.COMPLETED),
+        total=len(held),
+        current_id=assigned[0] if assigned else None,
+        ever_allocated=bool(rows),
+    )
+
+
 def session_progress(annotator: Annotator) -> tuple[int, int]:
     """(screens done, screens in the session) for the progress bar."""
-    held = annotator.assignments.exclude(status=Assignment.Status.RELEASED)
-    return held.filter(status=Assignment.Status.COMPLETED).count(), held.count()
+    state = session_state(annotator)
+    return state.done, state.total
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    value: int
+    anchor: str
+    checked: bool
+
+
+@dataclass(frozen=True)
+class ScaleRow:
+    """One construct's row of points under an explanation, the saved answer checked (built here, not in the
+    template: the template's nested loops were a good part of a screen's rendering time)."""
+
+    construct: Construct
+    points: list[ScalePoint]
 
 
 @dataclass
@@ -39,20 +121,43 @@ class ShownExplanation:
     explanation: Explanation
     side: str
     saved: dict[int, int] = field(default_factory=dict)
+    rows: list[ScaleRow] = field(default_factory=list)
 
 
-def screen_explanations(annotator: Annotator, assignment: Assignment) -> list[ShownExplanation]:
-    """The explanations of a screen in display order, with answers saved so far (to resume a reload)."""
-    ids = [assignment.explanation_id, assignment.second_explanation_id]
-    ids = [i for i in ids if i is not None]
+def screen_explanations(
+    annotator: Annotator, assignment: Assignment, constructs: list[Construct], *, with_saved: bool = True
+) -> list[ShownExplanation]:
+    """The explanations of a screen in display order, with answers saved so far (to resume a reload).
+
+    The explanations come with the assignment (`current_assignment` joins them). `with_saved=False` skips
+    looking for saved answers: a screen shown for the first time has none, as only its page sends them.
+    """
+    shown = [e for e in (assignment.explanation, assignment.second_explanation) if e is not None]
     if assignment.left_right_swapped:
-        ids.reverse()
-    explanations = Explanation.objects.in_bulk(ids)
+        shown.reverse()
     saved: dict[int, dict[int, int]] = {}
-    for rating in Rating.objects.filter(annotator=annotator, explanation_id__in=ids):
-        saved.setdefault(rating.explanation_id, {})[rating.construct_id] = rating.value
-    sides = ["left", "right"] if len(ids) == 2 else ["only"] * len(ids)
-    return [ShownExplanation(explanations[i], side, saved.get(i, {})) for i, side in zip(ids, sides, strict=True)]
+    if with_saved and shown:
+        ratings = Rating.objects.filter(annotator=annotator, explanation_id__in=[e.pk for e in shown])
+        for explanation_id, construct_id, value in ratings.values_list("explanation_id", "construct_id", "value"):
+            saved.setdefault(explanation_id, {})[construct_id] = value
+    sides = ["left", "right"] if len(shown) == 2 else ["only"] * len(shown)
+    return [
+        ShownExplanation(e, side, saved.get(e.pk, {}), _rows(constructs, saved.get(e.pk, {})))
+        for e, side in zip(shown, sides, strict=True)
+    ]
+
+
+def _rows(constructs: list[Construct], saved: dict[int, int]) -> list[ScaleRow]:
+    return [
+        ScaleRow(
+            construct,
+            [
+                ScalePoint(point, anchor, saved.get(construct.pk) == point)
+                for point, anchor in enumerate(construct.anchors, start=1)
+            ],
+        )
+        for construct in constructs
+    ]
 
 
 @dataclass
@@ -78,6 +183,7 @@ class Dashboard:
     straight_liners: list[str]
     too_fast: list[str]
     under_target: list[dict[str, Any]]
+    preferences: list[dict[str, Any]] = field(default_factory=list)  # pair mode: see pair_preference_counts
 
 
 def study_dashboard(study: Study) -> Dashboard:
@@ -126,6 +232,7 @@ def study_dashboard(study: Study) -> Dashboard:
             }
             for e in under
         ],
+        preferences=pair_preference_counts(study) if study.mode == Study.Mode.PAIR else [],
     )
 
 
@@ -170,9 +277,9 @@ def _study_vocabulary(conditions: list[Condition]) -> frozenset[str] | None:
 
 def explanation_text_quality(explanations: list[Explanation], vocabulary: frozenset[str] | None) -> dict[str, Any]:
     """Text-quality measures of explanations (items selected with them), as percentages for display."""
+    from annotations.services.explanations import NO_EXPLANATION_TEXT
     from distillation.ml.answers import normalise
     from distillation.ml.text_quality import ExplainedQuestion, text_quality
-    from distillation.services.students import NO_EXPLANATION_TEXT
 
     # Exact match; a condition that recorded no answers at all (a file without them) has no accuracy.
     answered = any(e.predicted_answer for e in explanations)
@@ -197,3 +304,183 @@ def completed_ratings(study: Study):
     return Rating.objects.filter(
         Q(construct__study=study) & Q(assignment__status=Assignment.Status.COMPLETED)
     ).select_related("annotator", "explanation__item", "explanation__condition", "construct")
+
+
+# --- Ratings as tables, for the analysis and the exports --------------------------------------------------
+
+# Columns the analysis reads beside the tidy ones: the covariate every model gets (as the paper's
+# rationale_length), and what the exclusion rules look at.
+LENGTH = "explanation_length"
+SECONDS = "seconds"
+ATTENTION_FAILED = "attention_failed"
+
+DEMOGRAPHIC_PREFIX = "demographic_"
+
+# Column name -> rating field path. Computed columns are annotations under their own names.
+_ANALYSIS_FIELDS = {
+    "annotator_id": "annotator_id",
+    "item_id": "explanation__item__source_id",
+    "explanation_id": "explanation_id",
+    "condition": "explanation__condition__label",
+    "construct": "construct__label",
+    "value": "value",
+    LENGTH: LENGTH,
+    SECONDS: "assignment__seconds_spent",
+    "_attention_failures": "annotator__attention_failures",
+    "_kind": "assignment__kind",
+    "_swapped": "assignment__left_right_swapped",
+    "_first": "assignment__explanation_id",
+    "_preferred": "assignment__preferred_explanation_id",
+    "_tie": "assignment__no_preference",
+}
+# Exports add where each explanation came from and who rated it. Worker ids are left out on purpose: they
+# identify people on the crowd platforms, and the annotator id (the database key) is enough to join.
+_EXPORT_FIELDS = {
+    "explanation_version": "explanation__version",
+    "explanation_source": "explanation__source",
+    "_provenance": "explanation__provenance",
+    "student_run_id": "student_run_id",
+    "annotator_source": "annotator__source",
+    "rated_at": "updated_at",
+    "_demographics": "annotator__demographics",
+}
+
+
+def ratings_fingerprint(study: Study) -> str:
+    """Count and latest change of the study's completed ratings: any new, changed or completed rating alters it."""
+    stats = completed_ratings(study).aggregate(n=Count("id"), latest=Max("updated_at"))
+    latest = stats["latest"].isoformat() if stats["latest"] else "none"
+    return f"{stats['n']}@{latest}"
+
+
+def study_ratings_frame(study: Study, *, for_export: bool = False) -> pd.DataFrame:
+    """One row per rating of a completed screen, with the tidy columns of `annotations.analysis.io` plus
+    explanation_length, seconds (on that screen), attention_failed (the annotator failed any check), and for
+    pair screens `side` (left/right: where this explanation was shown) and `preference` (this, other or tie:
+    the answer to "which explanation is better?"); both are empty on single-explanation screens.
+
+    With `for_export`, also the explanation's version, source and provenance (JSON text), its student run
+    and the teacher prompt versions behind it, and the annotator's source and demographics (one column each).
+    """
+    import pandas as pd
+
+    fields = {**_ANALYSIS_FIELDS, **(_EXPORT_FIELDS if for_export else {})}
+    ratings = completed_ratings(study).annotate(**{LENGTH: Length("explanation__text")})
+    if for_export:
+        # An explanation generated by a run names it through its prediction; one imported from a file
+        # through its condition.
+        ratings = ratings.annotate(
+            student_run_id=Coalesce("explanation__prediction__student_run_id", "explanation__condition__student_run_id")
+        )
+    rows = ratings.order_by("annotator_id", "explanation_id", "construct__position", "construct_id").values_list(
+        *fields.values()
+    )
+    frame = pd.DataFrame(list(rows), columns=list(fields))
+    frame[ATTENTION_FAILED] = frame.pop("_attention_failures").fillna(0).astype(int) > 0
+    frame[SECONDS] = frame[SECONDS].astype(float)
+    _with_pair_columns(frame)
+    if for_export:
+        frame = _with_provenance(frame, study)
+    return frame
+
+
+def _with_provenance(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
+    import pandas as pd
+
+    frame["provenance"] = [json.dumps(p or {}, sort_keys=True) for p in frame.pop("_provenance")]
+    run_ids = {int(i) for i in frame["student_run_id"].dropna()}
+    runs = StudentRun.objects.select_related("teacher_run").in_bulk(run_ids)
+    frame["student_run_id"] = frame["student_run_id"].astype("Int64")
+    frame["student_run"] = [str(runs[i]) if pd.notna(i) and i in runs else "" for i in frame["student_run_id"]]
+    frame["student_checkpoint"] = [
+        runs[i].base_checkpoint if pd.notna(i) and i in runs else "" for i in frame["student_run_id"]
+    ]
+    frame["prompt_version"] = [
+        _prompt_version(runs[i]) if pd.notna(i) and i in runs else "" for i in frame["student_run_id"]
+    ]
+    frame["rated_at"] = pd.to_datetime(frame["rated_at"], utc=True)
+    demographics = frame.pop("_demographics")
+    for name in _demographic_names(study, demographics):
+        frame[DEMOGRAPHIC_PREFIX + name] = [(d or {}).get(name, "") for d in demographics]
+    return frame
+
+
+def _prompt_version(run: StudentRun) -> str:
+    """The teacher prompt templates behind a student's training data, e.g. `rationale=v1;revision=v1`."""
+    if run.teacher_run is None:
+        return ""
+    config = run.teacher_run.prompt_config or {}
+    versions = config.get("versions") or {}
+    if versions:
+        return ";".join(f"{stage}={version}" for stage, version in sorted(versions.items()))
+    return str(config.get("prompt_version", ""))
+
+
+def _demographic_names(study: Study, answers: pd.Series) -> list[str]:
+    """The study's questions in their order, then any other keys stored (questions edited mid-study)."""
+    names = [q["name"] for q in study.demographics_questions or []]
+    for given in answers:
+        names.extend(k for k in (given or {}) if k not in names)
+    return names
+
+
+def _with_pair_columns(frame: pd.DataFrame) -> None:
+    import numpy as np
+
+    kind, swapped, first = frame.pop("_kind"), frame.pop("_swapped").astype(bool), frame.pop("_first")
+    preferred, tie = frame.pop("_preferred"), frame.pop("_tie").astype(bool)
+    pair = (kind == Assignment.Kind.PAIR).to_numpy()
+    is_first = (frame["explanation_id"] == first).to_numpy()
+    # The second explanation is shown on the left when the pair is swapped.
+    frame["side"] = np.where(pair, np.where(is_first != swapped.to_numpy(), "left", "right"), "")
+    this = (preferred == frame["explanation_id"]).to_numpy()
+    answered = (preferred.notna() | tie).to_numpy()
+    frame["preference"] = np.where(
+        pair & answered, np.where(tie.to_numpy(), "tie", np.where(this, "this", "other")), ""
+    )
+
+
+def study_pairs_frame(study: Study) -> pd.DataFrame:
+    """One row per completed pair screen with a preference: annotator_id, item_id, condition_a (shown on the
+    left), condition_b (on the right) and outcome: a (left preferred), b (right preferred) or tie."""
+    import pandas as pd
+
+    rows = (
+        Assignment.objects.filter(annotator__study=study, kind=Assignment.Kind.PAIR, status=Assignment.Status.COMPLETED)
+        .filter(Q(no_preference=True) | Q(preferred_explanation__isnull=False))
+        .order_by("annotator_id", "position")
+        .values_list(
+            "annotator_id",
+            "explanation__item__source_id",
+            "explanation_id",
+            "explanation__condition__label",
+            "second_explanation__condition__label",
+            "left_right_swapped",
+            "preferred_explanation_id",
+            "no_preference",
+        )
+    )
+    out = []
+    for annotator, item, first, first_label, second_label, swapped, preferred, tie in rows:
+        left, right = (second_label, first_label) if swapped else (first_label, second_label)
+        left_is_first = not swapped
+        outcome = "tie" if tie else ("a" if (preferred == first) == left_is_first else "b")
+        out.append((annotator, item, left, right, outcome))
+    return pd.DataFrame(out, columns=["annotator_id", "item_id", "condition_a", "condition_b", "outcome"])
+
+
+def pair_preference_counts(study: Study) -> list[dict[str, Any]]:
+    """Per pair of conditions (labels in sorted order): how often each was preferred, and ties."""
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+    frame = study_pairs_frame(study)
+    for a, b, outcome in frame[["condition_a", "condition_b", "outcome"]].itertuples(index=False):
+        first, second = sorted((a, b))
+        row = counts.setdefault(
+            (first, second), {"a": first, "b": second, "a_preferred": 0, "b_preferred": 0, "ties": 0}
+        )
+        if outcome == "tie":
+            row["ties"] += 1
+        else:
+            winner = a if outcome == "a" else b
+            row["a_preferred" if winner == first else "b_preferred"] += 1
+    return [counts[key] for key in sorted(counts)]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from distillation.ml.records import QuestionRecord, read_json_lines
 from distillation.ml.text import ends_mid_sentence
+from evalsite.errors import DataFileError
 
 CHOICE_LABELS = "ABCDEFGHIJ"
 
@@ -21,29 +21,6 @@ CQA_SPLIT_FILES = {
 }
 
 
-class DataFileError(ValueError):
-    """A line of a data file that cannot be used; the message names the file and line."""
-
-    def __init__(self, path: Path | str, line: int, reason: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{self.path}:{line}: {reason}")
-
-
-@dataclass(frozen=True)
-class QuestionRecord:
-    source_id: str
-    question: str
-    choices: tuple[str, ...]
-    answer: str
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def answer_index(self) -> int:
-        return self.choices.index(self.answer)
-
-
 @dataclass(frozen=True)
 class TeacherRecord:
     source_id: str
@@ -53,37 +30,6 @@ class TeacherRecord:
     revision: str | None
     counterfactual_rationales: tuple[str | None, ...]
     question: QuestionRecord | None
-
-
-def open_text(path: Path) -> TextIO:
-    """Open plain or gzipped text by its magic bytes, not its name."""
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; a line that is not a JSON object is an error."""
-    try:
-        handle = open_text(path)
-    except OSError as exc:
-        raise DataFileError(path, 0, f"cannot open: {exc.strerror or exc}") from exc
-    with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFileError(path, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
-                if not isinstance(obj, dict):
-                    raise DataFileError(path, number, "expected a JSON object")
-                yield number, obj
-        except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:
-            raise DataFileError(path, number if "number" in locals() else 0, f"unreadable: {exc}") from exc
 
 
 def _require_text(obj: dict[str, Any], key: str, path: Path, line: int) -> str:
@@ -134,7 +80,7 @@ def _read_unique(path: Path, parse: Callable[[dict[str, Any], Path, int], Any]) 
     """Parse every line; raise on the first bad one and on an id that repeats."""
     records = []
     seen: dict[str, int] = {}
-    for line, obj in iter_json_lines(path):
+    for line, obj in read_json_lines(path):
         record = parse(obj, path, line)
         if record.source_id in seen:
             raise DataFileError(path, line, f"id {record.source_id} repeats line {seen[record.source_id]}")

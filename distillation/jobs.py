@@ -5,20 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from distillation.services import imports as services
-from evalsite.jobs import JobCancelled
+from evalsite.jobs import JobCancelled, Progress, job_function
 
 
-def import_cqa(*, progress, path: str, dataset_slug: str = "cqa") -> dict[str, Any]:
+@job_function
+def import_cqa(*, progress: Progress, path: str, dataset_slug: str = "cqa") -> dict[str, Any]:
     return services.cqa_import(path=path, dataset_slug=dataset_slug, progress=progress)
 
 
-def import_teacher_outputs(*, progress, path: str, teacher_name: str, dataset_slug: str = "cqa") -> dict[str, Any]:
+@job_function
+def import_teacher_outputs(
+    *, progress: Progress, path: str, teacher_name: str, dataset_slug: str = "cqa"
+) -> dict[str, Any]:
     return services.teacher_outputs_import(
         path=path, teacher_name=teacher_name, dataset_slug=dataset_slug, progress=progress
     )
 
 
-def generate_teacher_data(*, progress, **options: Any) -> dict[str, Any]:
+@job_function
+def generate_teacher_data(*, progress: Progress, **options: Any) -> dict[str, Any]:
     from distillation.services.teacher import teacher_generation_run
 
     result = teacher_generation_run(progress=progress, **options)
@@ -27,84 +32,34 @@ def generate_teacher_data(*, progress, **options: Any) -> dict[str, Any]:
     return result
 
 
+@job_function
 def train_student(
-    *, progress, run_id: int, evaluate: bool = True, eval_split: str = "validation", eval_limit: int | None = None
-) -> dict[str, Any]:
-    """Train (resuming from the last checkpoint), then evaluate on the dev split."""
-    from distillation.models import StudentRun
-    from distillation.services import students
-
-    run = StudentRun.objects.get(pk=run_id)
-    try:
-        trained = students.student_train(run=run, progress=progress)
-        if not trained["completed"]:
-            raise JobCancelled(f"stopped at step {trained['steps']}; a retry resumes from the last checkpoint")
-        result = {"training": trained}
-        if evaluate:
-            result["evaluation"] = students.student_evaluate(
-                run=run, progress=progress, split=eval_split, limit=eval_limit
-            )
-        return result
-    except JobCancelled:
-        raise
-    except Exception:
-        StudentRun.objects.filter(pk=run_id).update(status=StudentRun.Status.FAILED)
-        raise
-
-
-def generate_explanations(
     *,
-    progress,
+    progress: Progress,
     run_id: int,
-    study_slug: str,
-    condition: str,
-    split: str = "validation",
-    limit: int | None = None,
-    source_ids: list[str] | None = None,
+    evaluate: bool = True,
+    eval_split: str = "validation",
+    eval_limit: int | None = None,
 ) -> dict[str, Any]:
-    from annotations.models import Study
+    """Train (resuming from the last checkpoint), then evaluate on the dev split.
+
+    Every process of a multi-process launch runs this; the services let only the main one write.
+    """
     from distillation.models import StudentRun
     from distillation.services import students
 
-    return students.explanations_generate(
+    return students.student_train_and_evaluate(
         run=StudentRun.objects.get(pk=run_id),
-        study=Study.objects.get(slug=study_slug),
-        condition_label=condition,
         progress=progress,
-        split=split,
-        limit=limit,
-        source_ids=source_ids,
+        evaluate=evaluate,
+        eval_split=eval_split,
+        eval_limit=eval_limit,
     )
 
 
-def regenerate_explanations(*, progress, run_id: int) -> dict[str, Any]:
-    """Regenerate a run's explanations in every study condition that shows them; rated ones get new versions."""
-    from annotations.models import Condition
-    from distillation.models import StudentRun
-    from distillation.services import students
-
-    run = StudentRun.objects.get(pk=run_id)
-    results = {}
-    for condition in Condition.objects.filter(student_run=run).select_related("study"):
-        source_ids = list(
-            condition.explanations.filter(is_current=True, item__question__isnull=False).values_list(
-                "item__question__source_id", flat=True
-            )
-        )
-        results[f"{condition.study.slug}:{condition.label}"] = students.explanations_generate(
-            run=run,
-            study=condition.study,
-            condition_label=condition.label,
-            progress=progress,
-            source_ids=source_ids,
-        )
-    if not results:
-        raise ValueError(f"student run {run_id} feeds no study condition; use generate_explanations first")
-    return results
-
-
+@job_function
 def build_demo_student(
-    *, progress, teacher_run_id: int, limit: int | None = None, steps: int | None = None
+    *, progress: Progress, teacher_run_id: int, limit: int | None = None, steps: int | None = None
 ) -> dict[str, Any]:
     """Pre-train the demo student's base model once (see ``distillation.ml.demo_student``)."""
     from distillation.models import TeacherRun

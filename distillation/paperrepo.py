@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillation.datafiles import DataFileError, QuestionRecord, TeacherRecord, parse_question
+from distillation.datafiles import TeacherRecord, parse_question
+from distillation.ml.records import QuestionRecord
+from evalsite.errors import DataFileError
 
 PAPER_CQA_DIR = Path("datasets") / "cqa"
 PAPER_TEACHER_DIRS = {

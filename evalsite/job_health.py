@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from evalsite.jobs import QueueUnavailable, enqueue_job, redis_connection, run_in_foreground
+from evalsite.jobs import QueueUnavailable, enqueue_job, redis_connection, resolve_function, run_in_foreground
 from evalsite.models import Job
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ def job_retry(*, job: Job, foreground_echo: Any = None) -> Job:
         raise ValueError(f"job {job.pk} is {job.status}; only a finished job can be retried")
     if job.status == Job.Status.DONE:
         raise ValueError(f"job {job.pk} is done; there is nothing to retry")
-    arguments = {"kind": job.kind, "function": job.function, "params": job.params, "target": job.target}
+    function = resolve_function(job.function)
+    arguments = {"kind": job.kind, "function": function, "params": job.params, "target": job.target}
     if settings.REDIS_URL:
         return enqueue_job(**arguments, user=job.created_by)
     return run_in_foreground(**arguments, echo=foreground_echo)

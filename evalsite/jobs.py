@@ -1,7 +1,9 @@
 """Where and how long tasks run: on RQ when REDIS_URL is set, in-process otherwise, always on a Job row.
 
-A job function is a plain function ``fn(*, progress, **params) -> dict | None``. ``progress`` is a
-:class:`ProgressReporter`: call it with ``(done, total, stage=..., message=...)`` and ask
+A job function is a plain function ``fn(*, progress, **params) -> dict | None`` registered with
+:func:`job_function`; callers pass the function itself to :func:`enqueue_job` or :func:`run_in_foreground`,
+and the row stores its dotted path, derived from the function. ``progress`` is a :class:`Progress` (here a
+:class:`ProgressReporter`): call it with ``(done, total, stage=..., message=...)`` and ask
 ``progress.should_stop()`` between units of work; cancelling from the admin makes the next call raise
 :class:`JobCancelled`, which ends the job as cancelled (work stored so far is kept, so it can resume).
 """
@@ -15,7 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -39,10 +41,32 @@ class JobCancelled(Exception):
 
 
 EchoCallback = Callable[[int, int | None, str, str], None]
+JobFunction = Callable[..., dict[str, Any] | None]
+
+
+class Progress(Protocol):
+    """What services that do long work are given: report ``done`` of ``total`` in a stage, and ask to stop."""
+
+    def __call__(self, done: int, total: int | None = None, stage: str | None = None, message: str = "") -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class NoProgress:
+    """A :class:`Progress` for callers that do not follow the work (tests, shells): reports nothing, never stops."""
+
+    def __call__(self, done: int, total: int | None = None, stage: str | None = None, message: str = "") -> None:
+        return None
+
+    def should_stop(self) -> bool:
+        return False
+
+
+NO_PROGRESS = NoProgress()
 
 
 class ProgressReporter:
-    """Writes done/total/stage/message to a job row (throttled) and relays cancel requests."""
+    """The :class:`Progress` of a job: writes done/total/stage/message to its row (throttled), relays cancels."""
 
     def __init__(self, job_id: int, echo: EchoCallback | None = None) -> None:
         self.job_id = job_id
@@ -97,23 +121,60 @@ class ProgressReporter:
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
 
-def resolve_function(dotted_path: str) -> Callable[..., Any]:
-    module_path, _, name = dotted_path.rpartition(".")
-    module = importlib.import_module(module_path)
-    return getattr(module, name)
+# Dotted path -> job function. Filled by @job_function as job modules are imported.
+_JOB_FUNCTIONS: dict[str, JobFunction] = {}
+
+
+def _dotted_path(function: Callable[..., Any]) -> str:
+    return f"{function.__module__}.{function.__qualname__}"
+
+
+def job_function(function: JobFunction) -> JobFunction:
+    """Register a job function under its dotted path, so it can be enqueued by passing the function."""
+    if "<" in function.__qualname__:
+        raise TypeError(f"{_dotted_path(function)}: a job function must be defined at module level")
+    _JOB_FUNCTIONS[_dotted_path(function)] = function
+    return function
+
+
+def job_path(function: JobFunction) -> str:
+    """The dotted path a Job row stores for a registered job function."""
+    path = _dotted_path(function)
+    if _JOB_FUNCTIONS.get(path) is not function:
+        raise ValueError(f"{path} is not a registered job function: decorate it with @job_function")
+    return path
+
+
+def resolve_function(dotted_path: str) -> JobFunction:
+    """The registered job function a Job row names (importing its module registers it); nothing else runs."""
+    module_path, _, _ = dotted_path.rpartition(".")
+    try:
+        importlib.import_module(module_path)
+    except ImportError as exc:
+        raise LookupError(f"no job function {dotted_path}: {exc}") from exc
+    if dotted_path not in _JOB_FUNCTIONS:
+        raise LookupError(f"{dotted_path} is not a registered job function")
+    return _JOB_FUNCTIONS[dotted_path]
+
+
+def registered_jobs() -> dict[str, JobFunction]:
+    """Every job function of the installed apps (their ``jobs`` modules are imported), by dotted path."""
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("jobs")
+    return dict(sorted(_JOB_FUNCTIONS.items()))
 
 
 def create_job(
     *,
     kind: str,
-    function: str,
+    function: JobFunction,
     params: dict[str, Any] | None = None,
     target: models.Model | None = None,
     user: Any = None,
     runner: str = Job.Runner.FOREGROUND,
 ) -> Job:
-    resolve_function(function)  # fail now, not in a worker, when the path is wrong
-    job = Job(kind=kind, function=function, params=params or {}, runner=runner)
+    job = Job(kind=kind, function=job_path(function), params=params or {}, runner=runner)
     if target is not None:
         job.target_type = ContentType.objects.get_for_model(target)
         job.target_id = str(target.pk)
@@ -200,7 +261,7 @@ def assert_queue_available() -> None:
 def enqueue_job(
     *,
     kind: str,
-    function: str,
+    function: JobFunction,
     params: dict[str, Any] | None = None,
     target: models.Model | None = None,
     user: Any = None,
@@ -243,7 +304,7 @@ def _start_thread(job_id: int) -> threading.Thread:
 def run_in_foreground(
     *,
     kind: str,
-    function: str,
+    function: JobFunction,
     params: dict[str, Any] | None = None,
     target: models.Model | None = None,
     echo: EchoCallback | None = None,

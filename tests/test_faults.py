@@ -22,12 +22,14 @@ from django.test import Client
 
 from annotations.models import Annotator, Assignment, Rating
 from annotations.services import sessions
+from distillation.jobs import train_student
 from distillation.ml.training import latest_checkpoint
 from distillation.models import StudentRun
 from distillation.services.students import student_output_dir, student_run_create
 from evalsite.job_health import jobs_mark_abandoned
 from evalsite.jobs import QueueUnavailable, enqueue_job, get_queue
 from evalsite.models import Job
+from tests import job_functions
 from tests.annotations.factories import build_study
 from tests.annotations.test_sessions import current, screen_form, start_rating
 
@@ -99,7 +101,7 @@ def private_redis(settings, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_annotators_carry_on_while_redis_is_down_and_the_queued_job_runs_after_its_restart(private_redis, client):
     study = build_study(per_annotator=4)
-    queued = enqueue_job(kind="count", function="tests.job_functions.count_to", params={"n": 3})
+    queued = enqueue_job(kind="count", function=job_functions.count_to, params={"n": 3})
     assert get_queue().count == 1
 
     private_redis.stop()
@@ -117,7 +119,7 @@ def test_annotators_carry_on_while_redis_is_down_and_the_queued_job_runs_after_i
 
     # Staff starting a job get a clear error, and no job row that would never run.
     with pytest.raises(QueueUnavailable, match="Redis does not answer"):
-        enqueue_job(kind="refused", function="tests.job_functions.count_to", params={"n": 1})
+        enqueue_job(kind="refused", function=job_functions.count_to, params={"n": 1})
     assert not Job.objects.filter(kind="refused").exists()
     queued.refresh_from_db()
     assert queued.status == Job.Status.QUEUED
@@ -191,7 +193,7 @@ def test_a_worker_killed_mid_training_is_marked_failed_and_the_retry_resumes_fro
     settings.EVALSITE_ARTIFACTS_DIR = tmp_path / "artifacts"
     run = student_run_create(base_checkpoint="tiny", method="mt", training_data="unrevised", hyperparameters=TINY_RUN)
     params = {"run_id": run.pk, "evaluate": False}
-    job = enqueue_job(kind="student_training", function="distillation.jobs.train_student", params=params, target=run)
+    job = enqueue_job(kind="student_training", function=train_student, params=params, target=run)
 
     worker = start_worker(settings)
     try:
@@ -245,7 +247,7 @@ def test_a_worker_killed_mid_training_is_marked_failed_and_the_retry_resumes_fro
 @pytest.mark.django_db(transaction=True)
 def test_a_killed_work_horse_is_marked_failed_at_once_from_what_rq_recorded(private_redis, settings):
     # The OOM killer takes the work-horse; the worker survives and tells RQ, but the job row could not.
-    job = enqueue_job(kind="wait", function="tests.job_functions.wait_for_cancel", params={"seconds": 60})
+    job = enqueue_job(kind="wait", function=job_functions.wait_for_cancel, params={"seconds": 60})
     worker = start_worker(settings)
     try:
         wait_for(lambda: Job.objects.get(pk=job.pk).done > 0, timeout=60, what="the job starting", process=worker)

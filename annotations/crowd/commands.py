@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from annotations.crowd.costs import CostBreakdown
+from annotations.crowd.jobs import JOB_FUNCTIONS
 from annotations.crowd.providers import CrowdPlatformError
-from annotations.crowd.services import JOB_FUNCTIONS, crowd_batch_enqueue
+from annotations.crowd.services import crowd_batch_enqueue
 from annotations.models import CrowdBatch, Study
 from evalsite.commands import run_job_with_progress
 from evalsite.models import Job
@@ -51,7 +52,7 @@ def cost_lines(cost: CostBreakdown) -> list[str]:
         f"rewards                ${cost.rewards}",
         f"fee on rewards ({cost.fee_rate})  ${cost.reward_fees}",
         f"planned bonuses        ${cost.bonuses}",
-        f"fee on bonuses         ${cost.bonus_fees}",
+        f"fee on bonuses ({cost.bonus_fee_rate})  ${cost.bonus_fees}",
         f"total                  ${cost.total}",
     ]
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 
-from annotations.csvfiles import ExplanationRow, read_explanation_csv
+from annotations.csvfiles import ExplanationRow, matching_key, read_explanation_csv
 from annotations.models import Condition, Construct, Explanation, Item, Study
 from annotations.presets import DEFAULT_CONSENT, DEFAULT_INSTRUCTIONS, construct_specs
 from distillation.models import Question
-
-Progress = Callable[..., None]
+from evalsite.errors import DataFileError
+from evalsite.jobs import NO_PROGRESS, Progress
 
 STUDY_FIELDS = {
     "title",
@@ -36,10 +34,6 @@ STUDY_FIELDS = {
     "completion_code",
     "failed_attention_code",
 }
-
-
-def _noop(*args: Any, **kwargs: Any) -> None:
-    return None
 
 
 @transaction.atomic
@@ -161,24 +155,76 @@ def _has_been_shown(explanation: Explanation) -> bool:
     return explanation.ratings.exists() or explanation.assignments.exists() or explanation.second_assignments.exists()
 
 
-def _questions_for(rows: list[ExplanationRow]) -> dict[tuple[str, tuple[str, ...]], Question]:
-    """Stored questions matching the rows' question texts (and choices, where the file has them)."""
-    texts = {row.question for row in rows if row.question}
-    found: dict[tuple[str, tuple[str, ...]], Question] = {}
-    for question in Question.objects.filter(question__in=texts):
-        found[(question.question, tuple(question.choices))] = question
-        found.setdefault((question.question, ()), question)
-    return found
+class StoredQuestions:
+    """The stored question each row of a file stands for, matched with case and whitespace ignored."""
+
+    def __init__(self, rows: list[ExplanationRow]) -> None:
+        self._with_choices: dict[tuple[str, tuple[str, ...]], Question] = {}
+        self._by_text: dict[str, list[Question]] = {}
+        texts = {row.question for row in rows if row.question}
+        exact = list(Question.objects.filter(question__in=texts))
+        self._add(exact)
+        if any(self._lookup(row) is None for row in rows if row.question):
+            # Some texts differ from the stored ones in spacing or case: compare every stored question.
+            wanted = {matching_key(text) for text in texts}
+            known = {question.pk for question in exact}
+            self._add(
+                question
+                for question in Question.objects.exclude(pk__in=known).iterator(chunk_size=2000)
+                if matching_key(question.question) in wanted
+            )
+
+    def _add(self, questions) -> None:
+        for question in questions:
+            key = matching_key(question.question)
+            self._with_choices[(key, tuple(matching_key(choice) for choice in question.choices))] = question
+            self._by_text.setdefault(key, []).append(question)
+
+    def _lookup(self, row: ExplanationRow) -> Question | None:
+        key = matching_key(row.question)
+        if row.choices:
+            return self._with_choices.get((key, tuple(matching_key(choice) for choice in row.choices)))
+        candidates = self._by_text.get(key, [])
+        return candidates[0] if len(candidates) == 1 else None
+
+    def get(self, row: ExplanationRow) -> Question | None:
+        return self._lookup(row) if row.question else None
+
+    def why_unmatched(self, row: ExplanationRow) -> str:
+        if not row.question:
+            return "no question text"
+        if not row.choices and len(self._by_text.get(matching_key(row.question), [])) > 1:
+            return "several stored questions have this text and the file gives no choices"
+        if matching_key(row.question) in self._by_text:
+            return "a stored question has this text but other choices"
+        return "no stored question has this text"
 
 
-def _items_for(study: Study, rows: list[ExplanationRow]) -> dict[str, Item]:
+def _refuse_unmatched(path: Path, rows: list[ExplanationRow], questions: StoredQuestions) -> None:
+    """Stop an import that would leave items without a stored question, naming the first ten."""
+    unmatched = [row for row in rows if questions.get(row) is None]
+    if not unmatched:
+        return
+    listed = "; ".join(
+        f"line {row.line} ({questions.why_unmatched(row)}): {row.question[:70]!r}" for row in unmatched[:10]
+    )
+    more = f"; and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
+    raise DataFileError(
+        path,
+        unmatched[0].line,
+        f"{len(unmatched)} of {len(rows)} rows match no stored question (case and spacing ignored): "
+        f"{listed}{more}. Import the questions first (import_cqa), or pass --allow-unmatched to keep "
+        "these items with the file's own text and answer.",
+    )
+
+
+def _items_for(study: Study, rows: list[ExplanationRow], questions: StoredQuestions) -> dict[str, Item]:
     """The study's item for each row, creating the missing ones in bulk."""
-    questions = _questions_for(rows)
     items = {item.source_id: item for item in Item.objects.filter(study=study)}
     by_row: dict[str, Item] = {}
     missing: dict[str, Item] = {}
     for row in rows:
-        question = questions.get((row.question, row.choices))
+        question = questions.get(row)
         key = question.source_id if question else row.item_key
         item = items.get(key) or missing.get(key)
         if item is None:
@@ -207,11 +253,13 @@ def explanations_import_csv(
     answer_column: str | None = None,
     prediction_column: str | None = None,
     only_source_ids: set[str] | None = None,
-    progress: Progress = _noop,
+    allow_unmatched: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, int]:
     """Import one condition's explanations from a CSV, all or nothing.
 
     `only_source_ids` keeps just the rows whose question is one of those stored questions (a sample).
+    Rows that match no stored question stop the import unless `allow_unmatched`.
     """
     file = Path(path)
     rows = read_explanation_csv(
@@ -222,18 +270,16 @@ def explanations_import_csv(
         answer_column=answer_column,
         prediction_column=prediction_column,
     )
+    questions = StoredQuestions(rows)
     if only_source_ids is not None:
-        questions = _questions_for(rows)
-        rows = [
-            row
-            for row in rows
-            if (match := questions.get((row.question, row.choices))) is not None and match.source_id in only_source_ids
-        ]
+        rows = [row for row in rows if (match := questions.get(row)) is not None and match.source_id in only_source_ids]
+    elif not allow_unmatched:
+        _refuse_unmatched(file, rows, questions)
     counts = {"created": 0, "updated": 0, "new_version": 0, "unchanged": 0}
     stage = f"import {file.name} as {condition_label}"
     with transaction.atomic():
         condition = condition_get_or_create(study=study, label=condition_label)
-        items = _items_for(study, rows)
+        items = _items_for(study, rows, questions)
         current = {e.item_id: e for e in Explanation.objects.filter(condition=condition, is_current=True)}
         fresh: list[Explanation] = []
         for done, row in enumerate(rows, start=1):
@@ -291,7 +337,3 @@ def study_readiness_problems(study: Study) -> list[str]:
     if empty:
         problems.append(f"conditions without explanations: {', '.join(empty)}")
     return problems
-
-
-def current_explanations(study: Study):
-    return Explanation.objects.filter(Q(item__study=study) & Q(is_current=True))

@@ -17,6 +17,7 @@ from distillation.ml.prompts import (
     BuiltPrompt,
     PromptConfig,
 )
+from distillation.ml.records import QuestionRecord
 from distillation.ml.teachers import FINISH_LENGTH, RequestKey, TeacherBackend, TeacherRequest, TeacherResult
 
 OutputKey = tuple[str, str, int | None]  # (question source id, stage kind, choice index or None)
@@ -25,14 +26,6 @@ OutputKey = tuple[str, str, int | None]  # (question source id, stage kind, choi
 DEFAULT_TOKEN_LIMITS = {RATIONALE: 160, CRITIQUE: 300, REVISION: 300, COUNTERFACTUAL: 512}
 DEFAULT_STOP = ("\n",)
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {CRITIQUE: (RATIONALE,), REVISION: (RATIONALE, CRITIQUE)}
-
-
-@dataclass(frozen=True)
-class QuestionRecord:
-    source_id: str
-    question: str
-    choices: tuple[str, ...]
-    answer: str
 
 
 @dataclass(frozen=True)

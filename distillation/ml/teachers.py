@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import email.utils
-import gzip
-import json
 import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from distillation.ml.postprocess import cut_at_first
 from distillation.ml.prompts import COUNTERFACTUAL, CRITIQUE, RATIONALE, REVISION, Prompt
+from distillation.ml.records import read_json_lines
 from distillation.ml.text import check_model_location
 
 if TYPE_CHECKING:
@@ -454,16 +453,6 @@ class OpenAITeacher(TeacherBackend):
 _REPLAY_FIELDS = {RATIONALE: "rationale", CRITIQUE: "critique", REVISION: "revision"}
 
 
-def read_teacher_file(path: str | Path) -> Iterable[dict[str, Any]]:
-    """Rows of a teacher file: JSON lines, gzipped when the name ends in .gz."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
-
-
 class ReplayTeacher(TeacherBackend):
     """Texts made elsewhere, looked up by question id and stage, returned exactly as stored."""
 
@@ -472,7 +461,7 @@ class ReplayTeacher(TeacherBackend):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = f"replay:{self.path.name}"
-        self.rows = {str(row["id"]): row for row in read_teacher_file(self.path)}
+        self.rows = {str(row["id"]): row for _, row in read_json_lines(self.path)}
 
     def lookup(self, key: RequestKey) -> str:
         row = self.rows.get(key.source_id)

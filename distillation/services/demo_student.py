@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,8 +9,8 @@ from django.conf import settings
 
 from distillation.ml.text import first_line
 from distillation.models import Question, TeacherOutput, TeacherOutputKind, TeacherRun
+from evalsite.jobs import Progress
 
-Progress = Callable[..., None]
 DEMO_BASES_DIR = "demo-students"
 
 

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from django.db import transaction
 
 from distillation.datafiles import (
-    DataFileError,
-    QuestionRecord,
     TeacherRecord,
     count_truncated_revisions,
     find_cqa_split_files,
     read_questions,
     read_teacher_records,
 )
+from distillation.ml.records import QuestionRecord
 from distillation.ml.text import ends_mid_sentence
 from distillation.models import Dataset, Question, Teacher, TeacherOutput, TeacherOutputKind, TeacherRun
+from evalsite.errors import DataFileError
+from evalsite.jobs import NO_PROGRESS, Progress
 
-Progress = Callable[..., None]
 IMPORT_PROMPT_VERSION = "import"
 BULK_BATCH = 2000
-
-
-def _noop_progress(done: int, total: int | None = None, stage: str | None = None, message: str = "") -> None:
-    return None
 
 
 def dataset_get_or_create(*, slug: str, name: str | None = None) -> Dataset:
@@ -35,7 +30,7 @@ def dataset_get_or_create(*, slug: str, name: str | None = None) -> Dataset:
 
 
 def questions_import(
-    *, dataset: Dataset, split: str, records: list[QuestionRecord], progress: Progress = _noop_progress
+    *, dataset: Dataset, split: str, records: list[QuestionRecord], progress: Progress = NO_PROGRESS
 ) -> dict[str, int]:
     """Store the records not stored yet, all in one transaction. Returns counts of created and skipped."""
     existing = set(Question.objects.filter(dataset=dataset).values_list("source_id", flat=True))
@@ -63,9 +58,7 @@ def questions_import(
     return {"created": len(new), "skipped": len(records) - len(new)}
 
 
-def cqa_import(
-    *, path: str, dataset_slug: str = "cqa", progress: Progress = _noop_progress
-) -> dict[str, dict[str, int]]:
+def cqa_import(*, path: str, dataset_slug: str = "cqa", progress: Progress = NO_PROGRESS) -> dict[str, dict[str, int]]:
     """Import CommonsenseQA splits from a folder. Every file is read and checked before anything is stored."""
     directory = Path(path)
     if not directory.is_dir():
@@ -112,7 +105,7 @@ def teacher_outputs_import(
     path: str,
     teacher_name: str,
     dataset_slug: str = "cqa",
-    progress: Progress = _noop_progress,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, Any]:
     """Import a teacher-output file, or a ``save_to_disk`` folder in the paper's layout; stored outputs are skipped."""
     from distillation.paperrepo import is_saved_dataset, read_saved_teacher_records

@@ -1,8 +1,11 @@
-"""Student runs: create, train (resumably), evaluate on the dev split, and write explanations into studies."""
+"""Student runs: create, train (resumably), evaluate on the dev split, store predictions; the one status writer.
+
+Under ``torchrun`` or ``accelerate launch`` every process calls ``student_train`` and ``student_evaluate``
+(they all train, and evaluation is sharded over them); only the main process writes to the database.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from distillation.ml.distributed import is_main_process, wait_for_everyone
 from distillation.ml.text import first_line
 from distillation.models import (
     Dataset,
@@ -22,10 +26,7 @@ from distillation.models import (
     TeacherRun,
     TrainingData,
 )
-
-Progress = Callable[..., None]
-# What a study shows where the student wrote nothing; the text-quality measures count it as empty.
-NO_EXPLANATION_TEXT = "(no explanation)"
+from evalsite.jobs import JobCancelled, Progress, enqueue_job
 
 # Hyper-parameters a run may set; the rest keep the training core's defaults (the paper's).
 TRAINING_OPTIONS = {
@@ -37,7 +38,12 @@ TRAINING_OPTIONS = {
     "max_target_tokens",
     "checkpoint_every",
     "keep_checkpoints",
+    "keep_checkpoints_after",
     "validation_fraction",
+    "split_seed",
+    "eval_every",
+    "early_stop",
+    "dropout",
     "precision",
     "train_limit",  # only the first N training questions (demos and tests); not a TrainingConfig field
 }
@@ -135,6 +141,16 @@ def training_examples(run: StudentRun, *, limit: int | None = None) -> list:
     return examples
 
 
+def training_questions(run: StudentRun) -> list:
+    """Every training-split question of the run's dataset, rationale or not (the validation split draws from these)."""
+    from distillation.ml.tasks import Question as CoreQuestion
+
+    if run.teacher_run is None:
+        return []
+    rows = Question.objects.filter(dataset=run.teacher_run.dataset, split=Split.TRAIN).order_by("id")
+    return [CoreQuestion(q.source_id, q.question, tuple(q.choices), q.answer) for q in rows.iterator(chunk_size=2000)]
+
+
 def student_output_dir(run: StudentRun) -> Path:
     """The run's checkpoints; the creation time in the name keeps a reset database from reusing old ones."""
     return Path(settings.EVALSITE_ARTIFACTS_DIR) / "students" / f"run-{run.pk}-{run.created_at:%Y%m%dT%H%M%S%f}"
@@ -155,40 +171,136 @@ def training_config(run: StudentRun):
     )
 
 
+def student_run_set_status(*, run: StudentRun, status: str) -> None:
+    """The one writer of a run's status (its other fields are saved without it, so none overwrites it)."""
+    StudentRun.objects.filter(pk=run.pk).update(status=status, updated_at=timezone.now())
+    run.status = status
+
+
+def student_training_enqueue(*, run: StudentRun, eval_limit: int | None = None, user: Any = None):
+    """Train (or resume) and evaluate a run in the background, once the surrounding transaction commits."""
+    from distillation import jobs
+
+    return enqueue_job(
+        kind="student_training",
+        function=jobs.train_student,
+        params={"run_id": run.pk, "eval_limit": eval_limit},
+        target=run,
+        user=user,
+    )
+
+
+def student_train_and_evaluate(
+    *,
+    run: StudentRun,
+    progress: Progress,
+    evaluate: bool = True,
+    eval_split: str = Split.VALIDATION,
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint), then evaluate; an error marks the run failed, a stop does not."""
+    try:
+        trained = student_train(run=run, progress=progress)
+        if not trained["completed"]:
+            raise JobCancelled(f"stopped at step {trained['steps']}; a retry resumes from the last checkpoint")
+        result = {"training": trained}
+        if evaluate:
+            result["evaluation"] = student_evaluate(run=run, progress=progress, split=eval_split, limit=eval_limit)
+        return result
+    except JobCancelled:
+        raise
+    except Exception:
+        if is_main_process():
+            student_run_set_status(run=run, status=StudentRun.Status.FAILED)
+        raise
+
+
+def truncation_summary(truncation: dict[str, dict[str, float]], max_tokens: tuple[int, int]) -> list[str]:
+    """One line per task: the share of inputs and targets cut, with a warning above 5%."""
+    from distillation.ml.training import TRUNCATION_WARNING_SHARE
+
+    lines = []
+    for kind, shares in truncation.items():
+        line = (
+            f"{kind}: {100 * shares['inputs_cut']:.1f}% of inputs cut at {max_tokens[0]} tokens, "
+            f"{100 * shares['targets_cut']:.1f}% of targets at {max_tokens[1]}"
+        )
+        if max(shares["inputs_cut"], shares["targets_cut"]) > TRUNCATION_WARNING_SHARE:
+            line += " - WARNING: more than 5% cut; those examples lose their end (raise --max-tokens?)"
+        lines.append(line)
+    return lines
+
+
 def student_train(*, run: StudentRun, progress: Progress, limit: int | None = None) -> dict[str, Any]:
-    """Train a run, resuming from its last checkpoint; a stopped run stays 'training' and can be resumed."""
+    """Train a run, resuming from its last checkpoint; a stopped run stays 'training' and can be resumed.
+
+    Every process of a multi-process launch calls this; only the main one writes the run's row.
+    """
     from distillation.ml.training import train_student
 
+    main = is_main_process()
     examples = training_examples(run, limit=limit or run.hyperparameters.get("train_limit"))
-    StudentRun.objects.filter(pk=run.pk).update(status=StudentRun.Status.TRAINING, updated_at=timezone.now())
+    questions = training_questions(run) if not (limit or run.hyperparameters.get("train_limit")) else None
+    config = training_config(run)
+    if main:
+        student_run_set_status(run=run, status=StudentRun.Status.TRAINING)
 
     def report(step: int, total: int, stage: str, metrics: dict | None = None) -> None:
-        loss = (metrics or {}).get("loss")
+        metrics = metrics or {}
+        if stage == "tokens cut":
+            shares: dict[str, dict[str, float]] = {}
+            for key, value in metrics.items():
+                kind, part = key.split("_", 1)
+                shares.setdefault(kind, {})[part] = value
+            message = "; ".join(truncation_summary(shares, (config.max_input_tokens, config.max_target_tokens)))
+            progress(step, total, stage=stage, message=message)
+            return
+        loss = metrics.get("loss")
         progress(step, total, stage=stage, message=f"loss {loss:.4f}" if loss is not None else "")
 
-    result = train_student(
-        training_config(run), examples, progress=report, should_stop=getattr(progress, "should_stop", None)
-    )
-    run.checkpoint_dir = str(result.final_model_dir or result.last_checkpoint or "")
-    run.metrics = {
-        **run.metrics,
-        "steps": result.steps_done,
-        "train_questions": len(examples),
-        "first_loss": result.loss_history[0] if result.loss_history else None,
-        "last_loss": result.loss_history[-1] if result.loss_history else None,
-        "validation": [{"step": p.step, "loss": p.loss} for p in result.validation],
-    }
-    if result.completed:
-        run.status = StudentRun.Status.TRAINED
-    run.save()
-    return {"completed": result.completed, "steps": result.steps_done, "resumed_from": result.resumed_from_step}
+    result = train_student(config, examples, questions=questions, progress=report, should_stop=progress.should_stop)
+    summary = {"completed": result.completed, "steps": result.steps_done, "resumed_from": result.resumed_from_step}
+    if main:
+        model_dir = result.model_dir if result.completed else None
+        run.checkpoint_dir = str(model_dir or result.last_checkpoint or "")
+        best = next((p for p in result.validation if p.step == result.best_step), None)
+        run.metrics = {
+            **run.metrics,
+            "steps": result.steps_done,
+            "train_questions": len(examples),
+            "first_loss": result.loss_history[0] if result.loss_history else None,
+            "last_loss": result.loss_history[-1] if result.loss_history else None,
+            # The curves, also written to TensorBoard (logs/ in the run's folder) when tensorboard is installed.
+            "loss_history": result.loss_history,
+            "validation": [
+                {"step": p.step, "loss": p.loss, "accuracy": p.accuracy, "task_losses": p.task_losses}
+                for p in result.validation
+            ],
+            "best_step": result.best_step,
+            "validation_accuracy": best.accuracy if best else None,
+            "stopped_early": result.stopped_early,
+            "truncation": result.truncation,
+            "resumed_from": result.resumed_from_step,
+        }
+        run.save(update_fields=["checkpoint_dir", "metrics", "updated_at"])
+        if result.completed:
+            student_run_set_status(run=run, status=StudentRun.Status.TRAINED)
+    wait_for_everyone()
+    run.refresh_from_db()
+    return summary
 
 
-def _evaluation_questions(split: str, limit: int | None, dataset: Dataset | None = None):
+def evaluation_questions(split: str, limit: int | None, dataset: Dataset | None = None) -> list[Question]:
+    """The first `limit` questions of a split (of the run's dataset when given), in a stable order."""
     questions = Question.objects.filter(split=split).order_by("id")
     if dataset is not None:
         questions = questions.filter(dataset=dataset)
     return list(questions[:limit] if limit else questions)
+
+
+def _storable(text: str) -> str:
+    """Generated text without NUL bytes, which PostgreSQL text cannot hold (a byte-level student can emit them)."""
+    return text.replace("\x00", "")
 
 
 def _prediction_rows(run: StudentRun, questions: list[Question], records: list) -> list[Prediction]:
@@ -197,12 +309,13 @@ def _prediction_rows(run: StudentRun, questions: list[Question], records: list) 
         Prediction(
             student_run=run,
             question=by_source[record.source_id],
-            raw_answer=record.raw_answer,
+            raw_answer=_storable(record.raw_answer),
             predicted_answer=record.predicted_answer or "",
             parsed_choice=record.parsed_choice,
             parse_status=record.parse_status,
             is_correct=bool(record.is_correct),
-            explanation=record.explanation,
+            choice_correct=bool(record.choice_correct),
+            explanation=_storable(record.explanation),
         )
         for record in records
     ]
@@ -215,6 +328,17 @@ def predictions_store(*, run: StudentRun, questions: list[Question], records: li
         return Prediction.objects.bulk_create(_prediction_rows(run, questions, records))
 
 
+def inference_config(run: StudentRun, *, batch_size: int = 16):
+    """How to run a trained student: its training's token limits, in batches."""
+    from distillation.ml.inference import InferenceConfig
+
+    return InferenceConfig(
+        batch_size=batch_size,
+        max_input_tokens=run.hyperparameters.get("max_input_tokens", 300),
+        max_explanation_tokens=run.hyperparameters.get("max_target_tokens", 300),
+    )
+
+
 def student_evaluate(
     *,
     run: StudentRun,
@@ -223,38 +347,42 @@ def student_evaluate(
     limit: int | None = None,
     batch_size: int = 16,
 ) -> dict[str, Any]:
-    from distillation.ml.inference import InferenceConfig, evaluate_student
+    from distillation.ml.inference import evaluate_student
 
     if not run.checkpoint_dir or run.status not in (StudentRun.Status.TRAINED, StudentRun.Status.EVALUATED):
         raise ValueError(f"student run {run.pk} is not trained yet")
-    questions = _evaluation_questions(split, limit, run.teacher_run.dataset if run.teacher_run else None)
+    questions = evaluation_questions(split, limit, run.teacher_run.dataset if run.teacher_run else None)
     stage = f"evaluating on {split}"
     result = evaluate_student(
         run.checkpoint_dir,
         questions,
-        config=InferenceConfig(
-            batch_size=batch_size,
-            max_input_tokens=run.hyperparameters.get("max_input_tokens", 300),
-            max_explanation_tokens=run.hyperparameters.get("max_target_tokens", 300),
-        ),
+        config=inference_config(run, batch_size=batch_size),
         progress=lambda done, total, *rest: progress(done, total, stage=stage),
     )
-    predictions_store(run=run, questions=questions, records=result.records)
-    run.metrics = {
-        **run.metrics,
-        "text_quality": _text_quality_of(run=run, questions=questions, records=result.records),
-        "accuracy": result.accuracy.accuracy,
-        "n_eval": result.accuracy.n_questions,
-        "unparseable_rate": result.accuracy.unparseable_rate,
-        "eval_split": split,
+    report = result.accuracy
+    summary = {
+        "accuracy": report.accuracy,
+        "n": report.n_questions,
+        "n_correct": report.n_correct,
+        "choice_accuracy": report.choice_accuracy,
+        "unparseable_rate": report.unparseable_rate,
     }
-    run.status = StudentRun.Status.EVALUATED
-    run.save(update_fields=["metrics", "status", "updated_at"])
-    return {
-        "accuracy": result.accuracy.accuracy,
-        "n": result.accuracy.n_questions,
-        "unparseable_rate": result.accuracy.unparseable_rate,
-    }
+    if is_main_process():
+        predictions_store(run=run, questions=questions, records=result.records)
+        run.metrics = {
+            **run.metrics,
+            "text_quality": _text_quality_of(run=run, questions=questions, records=result.records),
+            "accuracy": report.accuracy,  # exact match, the headline
+            "n_correct": report.n_correct,
+            "n_eval": report.n_questions,
+            "choice_accuracy": report.choice_accuracy,  # letters and similar text accepted: a diagnostic
+            "unparseable_rate": report.unparseable_rate,
+            "eval_split": split,
+        }
+        run.save(update_fields=["metrics", "updated_at"])
+        student_run_set_status(run=run, status=StudentRun.Status.EVALUATED)
+    wait_for_everyone()
+    return summary
 
 
 def _text_quality_of(*, run: StudentRun, questions: list[Question], records: list) -> dict[str, Any]:
@@ -273,64 +401,3 @@ def _text_quality_of(*, run: StudentRun, questions: list[Question], records: lis
         for record in records
     ]
     return text_quality(items, corpus_vocabulary(teacher_run=run.teacher_run)).as_dict()
-
-
-def explanations_generate(
-    *,
-    run: StudentRun,
-    study,
-    condition_label: str,
-    progress: Progress,
-    split: str = Split.VALIDATION,
-    limit: int | None = None,
-    source_ids: list[str] | None = None,
-    batch_size: int = 16,
-) -> dict[str, int]:
-    """Generate the run's explanations and make them the current ones of a study condition.
-
-    Explanations that annotators have seen keep their ratings: new text becomes a new version.
-    """
-    from annotations.services.studies import condition_get_or_create, explanation_set_text, item_get_or_create
-    from distillation.ml.inference import InferenceConfig, generate_explanations
-
-    if not run.checkpoint_dir:
-        raise ValueError(f"student run {run.pk} has no trained model")
-    if source_ids is not None:
-        questions = list(Question.objects.filter(source_id__in=source_ids).order_by("id"))
-    else:
-        questions = _evaluation_questions(split, limit, run.teacher_run.dataset if run.teacher_run else None)
-    records = generate_explanations(
-        run.checkpoint_dir,
-        questions,
-        config=InferenceConfig(
-            batch_size=batch_size,
-            max_input_tokens=run.hyperparameters.get("max_input_tokens", 300),
-            max_explanation_tokens=run.hyperparameters.get("max_target_tokens", 300),
-        ),
-        progress=lambda done, total, *rest: progress(done, total, stage="generating explanations"),
-    )
-    counts = {"created": 0, "updated": 0, "new_version": 0, "unchanged": 0}
-    with transaction.atomic():
-        predictions = {p.question_id: p for p in predictions_store(run=run, questions=questions, records=records)}
-        condition = condition_get_or_create(study=study, label=condition_label, student_run=run)
-        for question in questions:
-            prediction = predictions[question.pk]
-            item = item_get_or_create(
-                study=study,
-                key=question.source_id,
-                question_text=question.question,
-                choices=list(question.choices),
-                answer=question.answer,
-                question=question,
-            )
-            _, outcome = explanation_set_text(
-                item=item,
-                condition=condition,
-                text=prediction.explanation or NO_EXPLANATION_TEXT,
-                source="student_run",
-                provenance={"student_run": run.pk, "generated_at": timezone.now().isoformat()},
-                prediction=prediction,
-                predicted_answer=prediction.predicted_answer,
-            )
-            counts[outcome] += 1
-    return counts

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
+from distillation.ml.records import QuestionRecord
 from distillation.models import Dataset, Question, Teacher, TeacherOutput, TeacherRun
-
-Progress = Callable[..., None]
+from evalsite.jobs import Progress, enqueue_job
 
 # A tiny random model has a short context and writes noise: few examples and short outputs keep it quick.
 TINY_TEACHER_SHOTS = 1
@@ -141,14 +140,14 @@ def teacher_generation_run(
         )
         by_source = {q.source_id: q for q in question_rows}
         result = generation.run_generation(
-            [generation.QuestionRecord(q.source_id, q.question, tuple(q.choices), q.answer) for q in question_rows],
+            [QuestionRecord(q.source_id, q.question, tuple(q.choices), q.answer) for q in question_rows],
             stages=stages,
             teacher=backend,
             prompts=config,
             store_batch=lambda records: teacher_outputs_store(run=run, questions=by_source, records=records),
             stored=stored_texts(run),
             progress=lambda done, total, stage: progress(done, total, stage=stage),
-            should_stop=getattr(progress, "should_stop", None),
+            should_stop=progress.should_stop,
             settings=generation.GenerationSettings(batch_size=batch_size, token_limits=limits),
         )
     finally:
@@ -162,3 +161,10 @@ def teacher_generation_run(
         "by_stage": result.by_stage,
         "questions": len(question_rows),
     }
+
+
+def teacher_generation_enqueue(*, params: dict[str, Any], user: Any = None):
+    """Run teacher generation (the options of teacher_generation_run) in the background, after commit."""
+    from distillation import jobs
+
+    return enqueue_job(kind="teacher_generation", function=jobs.generate_teacher_data, params=params, user=user)

@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from annotations.analysis.schema import validate_report
+from annotations.jobs.analysis import analyze_study
 from annotations.models import AnalysisReport, Annotator, Study
 from annotations.services import analysis, sessions
 from annotations.services.studies import condition_get_or_create
@@ -92,6 +93,7 @@ def artifacts(settings, tmp_path) -> Path:
 # The command on the paper's data ------------------------------------------------------------------------
 
 
+@pytest.mark.django_db
 def test_command_on_the_paper_study_reproduces_its_models(data_dir, tmp_path):
     out = io.StringIO()
     call_command(
@@ -114,6 +116,8 @@ def test_command_on_the_paper_study_reproduces_its_models(data_dir, tmp_path):
     printed = out.getvalue()
     assert "paper_ols:Quality" in printed and "0.285" in printed and "0.252" in printed
     assert len(pd.read_csv(tmp_path / "ratings_tidy.csv")) == 5570
+    job = Job.objects.get(kind="analyze_ratings")  # recorded like every other long command
+    assert job.status == Job.Status.DONE and "report.json" in job.result["files"]
 
 
 def test_command_refuses_a_wide_file_without_constructs(data_dir, tmp_path):
@@ -232,7 +236,9 @@ def test_report_page_runs_the_job_caches_the_report_and_reruns_after_new_ratings
     url = reverse("annotations:report", args=[study.slug])
 
     first = admin_client.get(url)
-    assert first.status_code == 200
+    assert first.status_code == 200 and "Run the analysis" in first.content.decode()
+    assert not AnalysisReport.objects.exists(), "a GET starts nothing"
+    assert admin_client.post(url).status_code == 302
     report = AnalysisReport.objects.get(study=study)
     assert report.job is not None and report.job.params == {"report_id": report.pk, "n_boot": N_BOOT}
     assert wait_for(report.job).status == Job.Status.DONE, report.job.error
@@ -254,7 +260,9 @@ def test_report_page_runs_the_job_caches_the_report_and_reruns_after_new_ratings
     assert "sandbox" in download["Content-Security-Policy"]
 
     rate_as(study, "latecomer", seed=7)
-    admin_client.get(url)
+    assert "No analysis of the current ratings yet" in admin_client.get(url).content.decode()
+    assert Job.objects.count() == 1
+    admin_client.post(url)
     assert Job.objects.count() == 2, "a new rating makes the stored report stale"
     newest = AnalysisReport.objects.filter(study=study).latest("pk")
     assert newest.pk != report.pk
@@ -290,7 +298,7 @@ def test_report_files_are_served_only_from_the_reports_own_folder(admin_client, 
 @pytest.mark.django_db
 def test_a_failed_analysis_shows_why_and_runs_again_on_request(admin_client, artifacts):
     study = build_rated_study("report-failed", n_annotators=2)
-    failed = create_job(kind=analysis.ANALYSIS_JOB_KIND, function=analysis.ANALYSIS_JOB_FUNCTION)
+    failed = create_job(kind=analysis.ANALYSIS_JOB_KIND, function=analyze_study)
     Job.objects.filter(pk=failed.pk).update(status=Job.Status.FAILED, message="ValueError: singular matrix")
     AnalysisReport.objects.create(study=study, ratings_fingerprint=analysis.ratings_fingerprint(study), job=failed)
     url = reverse("annotations:report", args=[study.slug])

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 
 from annotations.selectors import study_dashboard
+from annotations.services.explanations import NO_EXPLANATION_TEXT
 from annotations.services.studies import condition_get_or_create, explanation_set_text, item_get_or_create
-from distillation.services.students import NO_EXPLANATION_TEXT
 from tests.annotations.factories import CHOICES, build_study
 
 pytestmark = pytest.mark.django_db

@@ -56,31 +56,50 @@ def test_create_study_reports_bad_config(tmp_path):
         call("create_study", "--config", str(config))
 
 
+def import_dev_questions(data_dir) -> None:
+    from distillation.datafiles import read_questions
+    from distillation.services.imports import dataset_get_or_create, questions_import
+
+    dataset = dataset_get_or_create(slug="cqa")
+    questions_import(dataset=dataset, split="validation", records=read_questions(data_dir / "cqa" / "validation.jsonl"))
+
+
+def import_student_file(data_dir, label: str, name: str, *extra: str) -> str:
+    return call(
+        "import_explanations",
+        "--study",
+        "t5-large-paper",
+        "--condition",
+        label,
+        "--csv",
+        str(data_dir / "students" / f"t5-large-mtcf-{name}-validation.csv"),
+        "--item-column",
+        "input_predict",
+        "--text-column",
+        "rationales_preds",
+        "--answer-column",
+        "answers_labels",
+        "--prediction-column",
+        "answers_preds",
+        "--quiet",
+        *extra,
+    )
+
+
 def test_shared_student_files_import_as_two_conditions_over_the_same_items(tmp_path, data_dir):
+    import_dev_questions(data_dir)
     config = tmp_path / "study.yaml"
     config.write_text(PAPER_STUDY, encoding="utf-8")
     call("create_study", "--config", str(config))
     for label, name in (("MT+CF:Unrevised", "unrevised"), ("MT+CF:Revised", "revised")):
-        output = call(
-            "import_explanations",
-            "--study",
-            "t5-large-paper",
-            "--condition",
-            label,
-            "--csv",
-            str(data_dir / "students" / f"t5-large-mtcf-{name}-validation.csv"),
-            "--item-column",
-            "input_predict",
-            "--text-column",
-            "rationales_preds",
-            "--answer-column",
-            "answers_labels",
-            "--prediction-column",
-            "answers_preds",
-            "--quiet",
-        )
+        output = import_student_file(data_dir, label, name)
         assert f"{label}: 1221 new" in output
     assert Item.objects.count() == 1221
+    # 111 inputs differ from CommonsenseQA in spacing ("did not,match", "semen?"): all are matched.
+    assert not Item.objects.filter(question__isnull=True).exists()
+    assert not Item.objects.filter(answer="").exists()
+    spaced = Item.objects.get(question_text__startswith="Danny found that the carpet")
+    assert "did not ,match" in spaced.question_text and spaced.question.split == "validation"
     item = Item.objects.get(question_text__startswith="A beaver is know for building prowess")
     assert item.choices == ["british columbia", "body of water", "wooded area", "pay debts", "zoo"]
     assert item.answer == "wooded area"
@@ -104,6 +123,23 @@ def test_shared_student_files_import_as_two_conditions_over_the_same_items(tmp_p
         "--quiet",
     )
     assert "0 new, 0 new versions, 0 updated, 1221 unchanged" in again
+
+
+def test_rows_matching_no_stored_question_are_listed_and_refused_unless_allowed(tmp_path, data_dir):
+    config = tmp_path / "study.yaml"
+    config.write_text(PAPER_STUDY, encoding="utf-8")
+    call("create_study", "--config", str(config))
+    with pytest.raises(CommandError) as refused:
+        import_student_file(data_dir, "MT+CF:Revised", "revised")
+    message = str(refused.value)
+    assert "1221 of 1221 rows match no stored question" in message
+    assert "line 2 (no stored question has this text): 'A beaver is know for building prowess" in message
+    assert message.count("line ") == 10 and "and 1211 more" in message and "--allow-unmatched" in message
+    assert not Item.objects.exists() and not Explanation.objects.exists()
+
+    output = import_student_file(data_dir, "MT+CF:Revised", "revised", "--allow-unmatched")
+    assert "MT+CF:Revised: 1221 new" in output
+    assert Item.objects.filter(question__isnull=True).count() == 1221
 
 
 def test_a_csv_with_a_missing_column_fails_and_stores_nothing(tmp_path, data_dir):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.jobs import studies as jobs
 from annotations.models import Study
-from distillation.datafiles import DataFileError
 from evalsite.commands import run_job_with_progress
+from evalsite.errors import DataFileError
 
 
 class Command(BaseCommand):
@@ -23,6 +24,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--answer-column", help="Column with the correct answer.")
         parser.add_argument("--prediction-column", help="Column with the model's predicted answer.")
+        parser.add_argument(
+            "--allow-unmatched",
+            action="store_true",
+            help="Keep rows that match no stored question, with the file's own text and answer.",
+        )
         parser.add_argument("--quiet", action="store_true")
 
     def handle(self, *args, **options):
@@ -36,8 +42,14 @@ class Command(BaseCommand):
         }
         job = run_job_with_progress(
             kind="import_explanations",
-            function="annotations.jobs.import_explanations",
-            params={"study_id": study.pk, "condition_label": options["condition"], "path": options["csv"], **columns},
+            function=jobs.import_explanations,
+            params={
+                "study_id": study.pk,
+                "condition_label": options["condition"],
+                "path": options["csv"],
+                "allow_unmatched": options["allow_unmatched"],
+                **columns,
+            },
             quiet=options["quiet"],
             expected=(DataFileError,),
         )

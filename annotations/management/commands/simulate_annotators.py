@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.jobs import studies as jobs
 from annotations.models import Study
 from evalsite.commands import run_job_with_progress
 
@@ -25,7 +26,7 @@ class Command(BaseCommand):
             raise CommandError(f"study {study.slug} is {study.status}; open it first")
         job = run_job_with_progress(
             kind="simulate_annotators",
-            function="annotations.jobs.simulate_annotators",
+            function=jobs.simulate_annotators,
             params={"study_id": study.pk, "count": options["count"], "seed": options["seed"]},
             quiet=options["quiet"],
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from distillation import jobs
 from distillation.services.students import default_teacher_run
 from evalsite.commands import run_job_with_progress
 
@@ -26,7 +27,7 @@ class Command(BaseCommand):
             raise CommandError("no teacher run with training rationales: import or generate teacher outputs first")
         job = run_job_with_progress(
             kind="demo_student_base",
-            function="distillation.jobs.build_demo_student",
+            function=jobs.build_demo_student,
             params={"teacher_run_id": teacher_run.pk, "limit": options["limit"], "steps": options["steps"]},
             quiet=options["quiet"],
             expected=(ValueError,),

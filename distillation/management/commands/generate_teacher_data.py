@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from distillation import jobs
 from distillation.ml.prompts import STAGE_KINDS
+from distillation.services.teacher import teacher_generation_enqueue
 from evalsite.commands import enqueue_or_fail, run_job_with_progress
 
 
@@ -52,16 +54,14 @@ class Command(BaseCommand):
             "max_new_tokens": options["max_new_tokens"],
         }
         if options["enqueue"]:
-            job = enqueue_or_fail(
-                kind="teacher_generation", function="distillation.jobs.generate_teacher_data", params=params
-            )
+            job = enqueue_or_fail(teacher_generation_enqueue, params=params)
             self.stdout.write(f"Queued job {job.pk}; follow it in the admin under Jobs.")
             return
         from distillation.ml.teachers import TeacherError
 
         job = run_job_with_progress(
             kind="teacher_generation",
-            function="distillation.jobs.generate_teacher_data",
+            function=jobs.generate_teacher_data,
             params=params,
             quiet=options["quiet"],
             expected=(TeacherError, ValueError, OSError),

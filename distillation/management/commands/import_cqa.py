@@ -8,8 +8,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from distillation.datafiles import DataFileError
+from distillation import jobs
 from evalsite.commands import run_job_with_progress
+from evalsite.errors import DataFileError
 
 HUB_DATASET_ID = "tau/commonsense_qa"
 
@@ -49,7 +50,7 @@ class Command(BaseCommand):
     def _import(self, path: str, options) -> dict:
         job = run_job_with_progress(
             kind="import_cqa",
-            function="distillation.jobs.import_cqa",
+            function=jobs.import_cqa,
             params={"path": path, "dataset_slug": options["dataset"]},
             quiet=options["quiet"],
             expected=(DataFileError,),

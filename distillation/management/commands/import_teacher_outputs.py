@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from distillation.datafiles import DataFileError
+from distillation import jobs
 from evalsite.commands import run_job_with_progress
+from evalsite.errors import DataFileError
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         job = run_job_with_progress(
             kind="import_teacher_outputs",
-            function="distillation.jobs.import_teacher_outputs",
+            function=jobs.import_teacher_outputs,
             params={
                 "path": options["path"],
                 "teacher_name": options["teacher"],

@@ -19,18 +19,22 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
+from evalsite.cli import show_library_logs
+
 ADMIN_USERNAME = "admin"
 STUDY_SLUG = "demo"
 TEACHER_NAME = "llama2-13b"
 # The paper's four conditions: (method, training data).
 PAPER_CONDITIONS = [("cf", "unrevised"), ("mt", "unrevised"), ("mtcf", "unrevised"), ("mtcf", "revised")]
-# The student the demo trains by default, and each student's defaults for the options left unset.
+# The student the demo trains by default (the fast one; "demo" is the opt-in T5 of README), and each
+# student's defaults for the options left unset.
+DEFAULT_STUDENT = "tiny"
 DEMO_STUDENT = "demo"
 STUDENT_DEFAULTS = {
     DEMO_STUDENT: {"steps": 200, "lr": 1e-3, "train_limit": 2000},
     "other": {"steps": 30, "lr": 1e-3, "train_limit": 256},
 }
-DEMO_BATCH_SIZE = 16
+DEMO_BATCH_SIZE = 4  # questions per step
 DEMO_MAX_TOKENS = 128
 T5_LARGE_FILES = {
     "T5-large MT+CF:Unrevised": "t5-large-mtcf-unrevised-validation.csv",
@@ -49,14 +53,16 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--student",
-            default=DEMO_STUDENT,
-            help="demo (a small T5 pre-trained here once, see README), tiny (the fast pipeline check), tiny-causal, "
-            "or a path / hub id (e.g. t5-base).",
+            default=DEFAULT_STUDENT,
+            help="tiny (the default: the fast pipeline check), demo (a small T5 pre-trained here once; slower than "
+            "the demo's 15 minutes on 2 cores, see README), tiny-causal, or a path / hub id (e.g. t5-base).",
         )
         parser.add_argument("--steps", type=int, help="Training steps per student (demo: 200, others: 30).")
         parser.add_argument("--lr", type=float, help="Learning rate (demo: 1e-3; tiny students need a high one too).")
         parser.add_argument("--base-steps", type=int, help="Pre-training steps of the demo student's base (1000).")
-        parser.add_argument("--batch-size", type=int, default=DEMO_BATCH_SIZE)
+        parser.add_argument(
+            "--batch-size", type=int, default=DEMO_BATCH_SIZE, help="Questions per step (each with all its tasks)."
+        )
         parser.add_argument("--max-tokens", type=int, default=DEMO_MAX_TOKENS)
         parser.add_argument("--train-limit", type=int, help="Training questions per student (demo: 2000, others: 256).")
         parser.add_argument("--eval-limit", type=int, default=60, help="Dev questions for accuracy.")
@@ -73,6 +79,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         started = time.monotonic()
+        if options["verbosity"] >= 2:
+            show_library_logs()
         data = self._data_dir(options["data_dir"])
         self._step("Migrating the database")
         call_command("migrate", "--noinput", verbosity=0)
@@ -89,8 +97,8 @@ class Command(BaseCommand):
             call_command("runserver", f"127.0.0.1:{options['port']}", "--noreload")
 
     def _data_dir(self, raw: str):
-        from distillation.datafiles import DataFileError
         from distillation.paperrepo import data_folder
+        from evalsite.errors import DataFileError
 
         if not raw:
             raise CommandError(
@@ -117,6 +125,7 @@ class Command(BaseCommand):
             )
 
     def _students(self, options) -> list:
+        from distillation import jobs
         from distillation.models import StudentRun
         from distillation.services.students import default_teacher_run, student_run_create
         from evalsite.commands import run_job_with_progress
@@ -150,7 +159,7 @@ class Command(BaseCommand):
                 )
                 run_job_with_progress(
                     kind="student_training",
-                    function="distillation.jobs.train_student",
+                    function=jobs.train_student,
                     params={"run_id": run.pk, "eval_limit": options["eval_limit"]},
                 )
                 run.refresh_from_db()
@@ -166,18 +175,20 @@ class Command(BaseCommand):
 
     def _demo_base(self, steps: int | None) -> str:
         """The demo student's base model (built once from the training corpus, reused by reruns): its path."""
+        from distillation import jobs
         from distillation.services.students import default_teacher_run
         from evalsite.commands import run_job_with_progress
 
         self._step("Pre-training the demo student's base model (once; reruns reuse it)")
         job = run_job_with_progress(
             kind="demo_student_base",
-            function="distillation.jobs.build_demo_student",
+            function=jobs.build_demo_student,
             params={"teacher_run_id": default_teacher_run(teacher_name=TEACHER_NAME).pk, "steps": steps},
         )
         return job.result["path"]
 
     def _study(self, options, runs, data):
+        from annotations.jobs import explanations as jobs
         from annotations.models import Study
         from annotations.services.studies import explanations_import_csv, study_create, study_open
         from distillation.models import Question
@@ -200,7 +211,7 @@ class Command(BaseCommand):
                 self._step(f"Writing {run.condition_label} explanations for {options['sample']} dev questions")
                 run_job_with_progress(
                     kind="generate_explanations",
-                    function="distillation.jobs.generate_explanations",
+                    function=jobs.generate_explanations,
                     params={
                         "run_id": run.pk,
                         "study_slug": study.slug,
@@ -233,6 +244,7 @@ class Command(BaseCommand):
         return study
 
     def _simulate(self, study, count: int) -> None:
+        from annotations.jobs import studies as jobs
         from evalsite.commands import run_job_with_progress
 
         if study.annotators.filter(external_id__startswith="simulated-", finished_at__isnull=False).exists():
@@ -241,7 +253,7 @@ class Command(BaseCommand):
         self._step(f"Simulating {count} annotators")
         job = run_job_with_progress(
             kind="simulate_annotators",
-            function="annotations.jobs.simulate_annotators",
+            function=jobs.simulate_annotators,
             params={"study_id": study.pk, "count": count, "seed": 0},
         )
         self.stdout.write(f"    {job.result['finished']} finished, {study.annotators.count()} in all")

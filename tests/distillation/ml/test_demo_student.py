@@ -1,4 +1,4 @@
-"""The demo student: its tokenizer and base reload offline; trained as the demo trains it, it writes real text."""
+"""The demo student: its tokenizer and base build once, resume and reload offline."""
 
 from __future__ import annotations
 
@@ -78,62 +78,3 @@ def test_the_base_is_built_once_resumes_and_reloads_offline(data_dir, tmp_path, 
     again = build_base_student(corpus, directory, size=SMALL, training=training, progress=lambda *a: seen.append(a))
     assert again == directory
     assert not seen, "a built base is reused without any work"
-
-
-@pytest.mark.slow  # the demo's whole training on 512 questions: about as long as one condition of the demo
-@pytest.mark.parametrize(
-    "method,training_data", [("cf", "unrevised"), ("mt", "unrevised"), ("mtcf", "unrevised"), ("mtcf", "revised")]
-)
-def test_the_demo_student_writes_readable_grounded_distinct_explanations(
-    data_dir, tmp_path_factory, demo_base, method, training_data
-):
-    from distillation.datafiles import read_questions
-    from distillation.ml.inference import InferenceConfig, evaluate_student
-    from distillation.ml.tasks import Question
-    from distillation.ml.text_quality import ExplainedQuestion, text_quality, vocabulary
-    from distillation.ml.training import TrainingConfig, train_student
-    from evalsite.management.commands.demo import DEMO_BATCH_SIZE, DEMO_MAX_TOKENS, STUDENT_DEFAULTS
-
-    base, corpus = demo_base
-    settings = STUDENT_DEFAULTS["demo"]
-    path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
-    examples = load_teacher_examples(path, revised=training_data == "revised", limit=512)
-    config = TrainingConfig(
-        student=str(base),
-        method=method,
-        max_steps=settings["steps"],
-        batch_size=DEMO_BATCH_SIZE,
-        learning_rate=settings["lr"],
-        max_input_tokens=DEMO_MAX_TOKENS,
-        max_target_tokens=DEMO_MAX_TOKENS,
-        checkpoint_every=settings["steps"],
-        output_dir=str(tmp_path_factory.mktemp(f"demo-{method}")),
-    )
-    result = train_student(config, examples)
-    dev_rows = read_questions(data_dir / "cqa" / "validation.jsonl")[:50]
-    dev = [Question(q.source_id, q.question, q.choices, q.answer) for q in dev_rows]
-    evaluation = evaluate_student(
-        result.final_model_dir,
-        dev,
-        config=InferenceConfig(max_input_tokens=DEMO_MAX_TOKENS, max_explanation_tokens=DEMO_MAX_TOKENS),
-    )
-    items = [
-        ExplainedQuestion(r.explanation, q.question, q.choices, r.is_correct)
-        for r, q in zip(evaluation.records, dev, strict=True)
-    ]
-    texts = [t for d in corpus for t in (d.question, *d.choices, d.text)]
-    quality = text_quality(items, vocabulary(texts))
-    shown = "\n".join(r.explanation for r in evaluation.records[:5])
-    assert quality.non_empty >= 0.98, (quality, shown)
-    assert quality.degenerate <= 0.05, (quality, shown)
-    assert quality.corpus_words >= 0.90, (quality, shown)
-    assert quality.distinct >= 0.90, (quality, shown)
-    assert quality.grounded >= 0.70, (quality, shown)
-
-
-@pytest.fixture(scope="module")
-def demo_base(data_dir, tmp_path_factory):
-    """The demo's base model, pre-trained as the demo pre-trains it, on 512 training questions."""
-    corpus = documents(data_dir, 512)
-    base = build_base_student(corpus, tmp_path_factory.mktemp("demo-base") / "base")
-    return base, corpus

@@ -12,12 +12,12 @@ import pytest
 from distillation.ml.generation import (
     GenerationSettings,
     OutputRecord,
-    QuestionRecord,
     plan_stages,
     prompt_config_for,
     run_generation,
 )
 from distillation.ml.prompts import PromptConfig, load_fewshot
+from distillation.ml.records import QuestionRecord
 from distillation.ml.teachers import (
     FINISH_LENGTH,
     FINISH_STOP,

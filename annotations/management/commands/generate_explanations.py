@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.jobs import explanations as jobs
 from annotations.models import Study
+from annotations.services.explanations import explanations_generate_enqueue
 from distillation.models import StudentRun
 from evalsite.commands import enqueue_or_fail, run_job_with_progress
 
@@ -25,7 +27,8 @@ class Command(BaseCommand):
         run = StudentRun.objects.filter(pk=options["run_id"]).first()
         if run is None:
             raise CommandError(f"no student run {options['run_id']}")
-        if not Study.objects.filter(slug=options["study"]).exists():
+        study = Study.objects.filter(slug=options["study"]).first()
+        if study is None:
             raise CommandError(f"no study {options['study']!r}")
         params = {
             "run_id": run.pk,
@@ -36,16 +39,18 @@ class Command(BaseCommand):
         }
         if options["enqueue"]:
             job = enqueue_or_fail(
-                kind="generate_explanations",
-                function="distillation.jobs.generate_explanations",
-                params=params,
-                target=run,
+                explanations_generate_enqueue,
+                run=run,
+                study=study,
+                condition_label=params["condition"],
+                split=params["split"],
+                limit=params["limit"],
             )
             self.stdout.write(f"Queued job {job.pk}.")
             return
         job = run_job_with_progress(
             kind="generate_explanations",
-            function="distillation.jobs.generate_explanations",
+            function=jobs.generate_explanations,
             params=params,
             quiet=options["quiet"],
             expected=(ValueError, OSError),
