@@ -177,6 +177,7 @@ class ConditionProgress:
     ratings_done: int
     ratings_wanted: int
     mean_per_construct: dict[str, float | None]
+    text_quality: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,9 +203,11 @@ def study_dashboard(study: Study) -> Dashboard:
     explanations = list(
         Explanation.objects.filter(item__study=study, is_current=True).select_related("condition", "item")
     )
+    condition_rows = list(Condition.objects.filter(study=study).select_related("student_run__teacher_run"))
+    vocabulary = _study_vocabulary(condition_rows)
     conditions = [
-        _condition_progress(condition, explanations, screens_per_explanation, study, constructs)
-        for condition in Condition.objects.filter(study=study)
+        _condition_progress(condition, explanations, screens_per_explanation, study, constructs, vocabulary)
+        for condition in condition_rows
     ]
     items: dict[int, bool] = {}
     for explanation in explanations:
@@ -258,6 +261,7 @@ def _condition_progress(
     screens: dict[int, int],
     study: Study,
     constructs: list[Construct],
+    vocabulary: frozenset[str] | None = None,
 ) -> ConditionProgress:
     mine = [e for e in explanations if e.condition_id == condition.pk]
     ratings = Rating.objects.filter(explanation__condition=condition, assignment__status=Assignment.Status.COMPLETED)
@@ -268,7 +272,41 @@ def _condition_progress(
         ratings_done=sum(min(screens.get(e.pk, 0), study.ratings_per_explanation) for e in mine),
         ratings_wanted=len(mine) * study.ratings_per_explanation,
         mean_per_construct={k: (round(v, 2) if v is not None else None) for k, v in means.items()},
+        text_quality=explanation_text_quality(mine, vocabulary),
     )
+
+
+def _study_vocabulary(conditions: list[Condition]) -> frozenset[str] | None:
+    """The training corpus the study's students learnt from (the newest teacher run when none says)."""
+    from distillation.selectors import corpus_vocabulary
+    from distillation.services.students import default_teacher_run
+
+    runs = [c.student_run.teacher_run for c in conditions if c.student_run and c.student_run.teacher_run]
+    return corpus_vocabulary(teacher_run=runs[0] if runs else default_teacher_run())
+
+
+def explanation_text_quality(explanations: list[Explanation], vocabulary: frozenset[str] | None) -> dict[str, Any]:
+    """Text-quality measures of explanations (items selected with them), as percentages for display."""
+    from annotations.services.explanations import NO_EXPLANATION_TEXT
+    from distillation.ml.answers import normalise
+    from distillation.ml.text_quality import ExplainedQuestion, text_quality
+
+    # Exact match; a condition that recorded no answers at all (a file without them) has no accuracy.
+    answered = any(e.predicted_answer for e in explanations)
+    items = [
+        ExplainedQuestion(
+            "" if e.text == NO_EXPLANATION_TEXT else e.text,
+            e.item.question_text,
+            e.item.choices,
+            normalise(e.predicted_answer) == normalise(e.item.answer) if answered and e.item.answer else None,
+        )
+        for e in explanations
+    ]
+    quality = text_quality(items, vocabulary).as_dict()
+    return {
+        key: (round(100 * value, 1) if key not in {"n", "mean_length"} else round(value)) if value is not None else None
+        for key, value in quality.items()
+    }
 
 
 def completed_ratings(study: Study):

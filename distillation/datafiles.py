@@ -13,10 +13,11 @@ from evalsite.errors import DataFileError
 
 CHOICE_LABELS = "ABCDEFGHIJ"
 
-# Split file names we recognise in a CommonsenseQA folder: ours first, then the official release's.
+# Split file names we recognise in a CommonsenseQA folder: ours first, then the official release's, then the
+# paper repository's (datasets/cqa/*.json, JSON lines in our format).
 CQA_SPLIT_FILES = {
-    "train": ("train.jsonl", "train_rand_split.jsonl"),
-    "validation": ("validation.jsonl", "dev_rand_split.jsonl"),
+    "train": ("train.jsonl", "train_rand_split.jsonl", "train.json"),
+    "validation": ("validation.jsonl", "dev_rand_split.jsonl", "validation.json"),
 }
 
 

@@ -55,3 +55,16 @@ def train_student(
         eval_split=eval_split,
         eval_limit=eval_limit,
     )
+
+
+@job_function
+def build_demo_student(
+    *, progress: Progress, teacher_run_id: int, limit: int | None = None, steps: int | None = None
+) -> dict[str, Any]:
+    """Pre-train the demo student's base model once (see ``distillation.ml.demo_student``)."""
+    from distillation.models import TeacherRun
+    from distillation.services.demo_student import demo_base_build
+
+    teacher_run = TeacherRun.objects.get(pk=teacher_run_id)
+    path = demo_base_build(teacher_run=teacher_run, progress=progress, limit=limit, steps=steps)
+    return {"path": str(path)}

@@ -13,6 +13,9 @@ from distillation.models import Question, Split, StudentRun
 from distillation.services.students import evaluation_questions, inference_config, predictions_store
 from evalsite.jobs import Progress, enqueue_job
 
+# What a study shows where the student wrote nothing; the text-quality measures count it as empty.
+NO_EXPLANATION_TEXT = "(no explanation)"
+
 
 def explanations_generate(
     *,
@@ -60,7 +63,7 @@ def explanations_generate(
             _, outcome = explanation_set_text(
                 item=item,
                 condition=condition,
-                text=prediction.explanation or "(no explanation)",
+                text=prediction.explanation or NO_EXPLANATION_TEXT,
                 source="student_run",
                 provenance={"student_run": run.pk, "generated_at": timezone.now().isoformat()},
                 prediction=prediction,

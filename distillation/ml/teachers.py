@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
     from distillation.ml.tiny import TinySize
 
+# The tiny teacher reads bytes: its one-shot revision prompts run to about 2,300 of them on CommonsenseQA's
+# training split, and its own noise can decode to three bytes a token, so a GPT-2-sized context is too short.
+TINY_TEACHER_CONTEXT = 4096
+
 FINISH_STOP = "stop"  # end of sequence or a stop sequence
 FINISH_LENGTH = "length"  # the token limit was reached
 FINISH_UNKNOWN = "unknown"  # replayed text: how it ended was not recorded
@@ -181,7 +185,7 @@ class HFTeacher(TeacherBackend):
         """The tiny randomly initialised causal LM: same code path as a real model, no download."""
         from distillation.ml.tiny import TinySize, build_tiny_causal_lm
 
-        model, tokenizer = build_tiny_causal_lm(seed, size or TinySize())
+        model, tokenizer = build_tiny_causal_lm(seed, size or TinySize(), max_positions=TINY_TEACHER_CONTEXT)
         return cls(model, tokenizer, name="tiny", max_batch_size=max_batch_size, ignore_eos=ignore_eos)
 
     def _prompt_text(self, prompt: Prompt) -> str:

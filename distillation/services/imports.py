@@ -107,9 +107,11 @@ def teacher_outputs_import(
     dataset_slug: str = "cqa",
     progress: Progress = NO_PROGRESS,
 ) -> dict[str, Any]:
-    """Import a teacher-output file; outputs already stored for this teacher are skipped."""
+    """Import a teacher-output file, or a ``save_to_disk`` folder in the paper's layout; stored outputs are skipped."""
+    from distillation.paperrepo import is_saved_dataset, read_saved_teacher_records
+
     file = Path(path)
-    records = read_teacher_records(file)
+    records = read_saved_teacher_records(file) if is_saved_dataset(file) else read_teacher_records(file)
     try:
         dataset = Dataset.objects.get(slug=dataset_slug)
     except Dataset.DoesNotExist as exc:

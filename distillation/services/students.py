@@ -371,6 +371,7 @@ def student_evaluate(
         predictions_store(run=run, questions=questions, records=result.records)
         run.metrics = {
             **run.metrics,
+            "text_quality": _text_quality_of(run=run, questions=questions, records=result.records),
             "accuracy": report.accuracy,  # exact match, the headline
             "n_correct": report.n_correct,
             "n_eval": report.n_questions,
@@ -382,3 +383,21 @@ def student_evaluate(
         student_run_set_status(run=run, status=StudentRun.Status.EVALUATED)
     wait_for_everyone()
     return summary
+
+
+def _text_quality_of(*, run: StudentRun, questions: list[Question], records: list) -> dict[str, Any]:
+    """The text-quality measures of a run's explanations (see ``distillation.ml.text_quality``)."""
+    from distillation.ml.text_quality import ExplainedQuestion, text_quality
+    from distillation.selectors import corpus_vocabulary
+
+    by_source = {q.source_id: q for q in questions}
+    items = [
+        ExplainedQuestion(
+            record.explanation,
+            by_source[record.source_id].question,
+            by_source[record.source_id].choices,
+            record.is_correct,
+        )
+        for record in records
+    ]
+    return text_quality(items, corpus_vocabulary(teacher_run=run.teacher_run)).as_dict()

@@ -115,8 +115,8 @@ def teacher_generation_run(
     try:
         is_tiny = teacher_spec == "tiny"
         config = generation.prompt_config_for(backend, fewshot_path=fewshot_path, seed=seed, style=prompt_style)
-        shots = shots or (TINY_TEACHER_SHOTS if is_tiny else None)
-        if shots:
+        shots = shots if shots is not None else (TINY_TEACHER_SHOTS if is_tiny else None)
+        if shots is not None:
             config = prompts.PromptConfig(
                 fewshot=prompts.first_examples(config.fewshot, shots), chat=config.chat, seed=config.seed
             )

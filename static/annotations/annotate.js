@@ -30,11 +30,11 @@
 
   function rowOf(element) { return element && element.closest ? element.closest("[data-row]") : null; }
 
-  function focusRow(index) {
+  function focusRow(index, options) {
     const row = rows[Math.max(0, Math.min(rows.length - 1, index))];
     if (!row) return;
     const input = row.querySelector("input:checked") || row.querySelector("input");
-    if (input) input.focus();
+    if (input) input.focus(options);
   }
 
   form.addEventListener("change", function (event) {
@@ -64,5 +64,6 @@
   });
 
   const firstOpen = rows.find(function (row) { return !row.querySelector("input:checked"); });
-  if (firstOpen) focusRow(rows.indexOf(firstOpen));
+  // Without scrolling: a screen opens on its question, even when a long explanation pushes the rows down.
+  if (firstOpen) focusRow(rows.indexOf(firstOpen), { preventScroll: true });
 })();

@@ -64,6 +64,10 @@ def test_train_student_trains_evaluates_and_stores_predictions(teacher_data):
     assert predictions.count() == 8
     assert run.metrics["accuracy"] == sum(p.is_correct for p in predictions) / 8
     assert run.metrics["choice_accuracy"] == sum(p.choice_correct for p in predictions) / 8
+    quality = run.metrics["text_quality"]
+    assert quality["n"] == 8 and quality["accuracy"] == run.metrics["accuracy"]
+    assert quality["chance"] == pytest.approx(0.2)
+    assert 0.0 <= quality["corpus_words"] <= 1.0 and 0.0 <= quality["degenerate"] <= 1.0
     assert {p.parse_status for p in Prediction.objects.all()} <= {"exact", "letter", "similar", "unparseable"}
     assert f"Student run {run.pk} (MT+CF:Revised, seed 3): 6 steps" in output
     assert f"dev exact match {100 * run.metrics['accuracy']:.2f}% ({run.metrics['n_correct']} of 8" in output

@@ -64,6 +64,42 @@ def test_tiny_teacher_makes_every_stage_with_its_prompt_version(data_dir):
     assert TeacherOutput.objects.count() == 128
 
 
+@pytest.mark.django_db
+def test_the_tiny_teacher_runs_every_stage_with_its_default_settings(data_dir):
+    """The offline teacher's own limits (one shot, 48 new tokens) fit its context at every stage."""
+    import_first_questions(data_dir, "train", 4)
+    command = ["generate_teacher_data", "--teacher", "tiny", "--split", "train"]
+    command += ["--stages", "rationale,critique,revision,counterfactual", "--limit", "4", "--batch-size", "4"]
+    assert "32 outputs generated" in call(*command)
+    run = TeacherRun.objects.get()
+    counts = dict(run.outputs.values_list("kind").annotate(n=Count("id")))
+    assert counts == {"rationale": 4, "critique": 4, "revision": 4, "counterfactual": 20}
+    again = call(*command)
+    assert "0 outputs generated" in again and "32 already stored" in again
+    assert TeacherOutput.objects.count() == 32
+
+
+def test_the_longest_tiny_teacher_prompt_of_the_training_split_fits_its_context(data_dir):
+    from distillation.ml import prompts
+    from distillation.ml.teachers import TINY_TEACHER_CONTEXT
+    from distillation.services.teacher import TINY_TEACHER_MAX_NEW_TOKENS, TINY_TEACHER_SHOTS
+
+    config = prompts.PromptConfig(fewshot=prompts.first_examples(prompts.load_fewshot(), TINY_TEACHER_SHOTS))
+    # The worst the tiny teacher can write: every byte token decoded to a three-byte replacement character.
+    noise = "\ufffd" * TINY_TEACHER_MAX_NEW_TOKENS
+    longest = 0
+    for row in read_questions(data_dir / "cqa" / "train.jsonl"):
+        source_id, question, choices, answer = row.source_id, row.question, row.choices, row.answer
+        built = [
+            config.rationale(source_id, question, choices, answer),
+            config.critique(source_id, question, choices, answer, noise),
+            config.revision(source_id, question, choices, answer, noise, noise),
+            config.counterfactual(question, choices, 0),
+        ]
+        longest = max([longest, *(len(prompts.prompt_as_text(b.content).encode()) for b in built)])
+    assert longest + TINY_TEACHER_MAX_NEW_TOKENS <= TINY_TEACHER_CONTEXT
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_run_killed_mid_way_resumes_without_gaps_or_duplicates(data_dir):
     import_first_questions(data_dir, "train", 8)

@@ -13,7 +13,12 @@ class Command(BaseCommand):
     help = "Import teacher rationales, critiques, revisions and counterfactual rationales. Idempotent."
 
     def add_arguments(self, parser):
-        parser.add_argument("--path", required=True, help="A teacher-output file (.jsonl or .jsonl.gz).")
+        parser.add_argument(
+            "--path",
+            required=True,
+            help="A teacher-output file (.jsonl or .jsonl.gz), or a save_to_disk folder of the paper's layout "
+            "(llm_outputs/consolidated/cqa-llama-train of its repository).",
+        )
         parser.add_argument("--teacher", required=True, help="Name of the teacher that wrote it, e.g. llama2-13b.")
         parser.add_argument("--dataset", default="cqa")
         parser.add_argument("--quiet", action="store_true", help="No progress bar.")

@@ -26,6 +26,16 @@ STUDY_SLUG = "demo"
 TEACHER_NAME = "llama2-13b"
 # The paper's four conditions: (method, training data).
 PAPER_CONDITIONS = [("cf", "unrevised"), ("mt", "unrevised"), ("mtcf", "unrevised"), ("mtcf", "revised")]
+# The student the demo trains by default (the fast one; "demo" is the opt-in T5 of README), and each
+# student's defaults for the options left unset.
+DEFAULT_STUDENT = "tiny"
+DEMO_STUDENT = "demo"
+STUDENT_DEFAULTS = {
+    DEMO_STUDENT: {"steps": 200, "lr": 1e-3, "train_limit": 2000},
+    "other": {"steps": 30, "lr": 1e-3, "train_limit": 256},
+}
+DEMO_BATCH_SIZE = 4  # questions per step
+DEMO_MAX_TOKENS = 128
 T5_LARGE_FILES = {
     "T5-large MT+CF:Unrevised": "t5-large-mtcf-unrevised-validation.csv",
     "T5-large MT+CF:Revised": "t5-large-mtcf-revised-validation.csv",
@@ -39,14 +49,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--data-dir",
             default=os.environ.get("EVALSITE_DATA_DIR", ""),
-            help="Reference data folder (default: $EVALSITE_DATA_DIR).",
+            help="Reference data folder or a checkout of the paper's repository (default: $EVALSITE_DATA_DIR).",
         )
-        parser.add_argument("--student", default="tiny", help="tiny, tiny-causal, or a path / hub id (e.g. t5-base).")
-        parser.add_argument("--steps", type=int, default=30, help="Training steps per student.")
-        parser.add_argument("--lr", type=float, default=1e-3, help="Learning rate (tiny students need a high one).")
-        parser.add_argument("--batch-size", type=int, default=4, help="Questions per step (each with all its tasks).")
-        parser.add_argument("--max-tokens", type=int, default=128)
-        parser.add_argument("--train-limit", type=int, default=256, help="Training questions per student.")
+        parser.add_argument(
+            "--student",
+            default=DEFAULT_STUDENT,
+            help="tiny (the default: the fast pipeline check), demo (a small T5 pre-trained here once; slower than "
+            "the demo's 15 minutes on 2 cores, see README), tiny-causal, or a path / hub id (e.g. t5-base).",
+        )
+        parser.add_argument("--steps", type=int, help="Training steps per student (demo: 200, others: 30).")
+        parser.add_argument("--lr", type=float, help="Learning rate (demo: 1e-3; tiny students need a high one too).")
+        parser.add_argument("--base-steps", type=int, help="Pre-training steps of the demo student's base (1000).")
+        parser.add_argument(
+            "--batch-size", type=int, default=DEMO_BATCH_SIZE, help="Questions per step (each with all its tasks)."
+        )
+        parser.add_argument("--max-tokens", type=int, default=DEMO_MAX_TOKENS)
+        parser.add_argument("--train-limit", type=int, help="Training questions per student (demo: 2000, others: 256).")
         parser.add_argument("--eval-limit", type=int, default=60, help="Dev questions for accuracy.")
         parser.add_argument("--sample", type=int, default=24, help="Dev questions whose explanations are rated.")
         parser.add_argument(
@@ -63,12 +81,12 @@ class Command(BaseCommand):
         started = time.monotonic()
         if options["verbosity"] >= 2:
             show_library_logs()
-        data_dir = self._data_dir(options["data_dir"])
+        data = self._data_dir(options["data_dir"])
         self._step("Migrating the database")
         call_command("migrate", "--noinput", verbosity=0)
-        self._import(data_dir)
+        self._import(data)
         runs = self._students(options)
-        study = self._study(options, runs, data_dir)
+        study = self._study(options, runs, data)
         if options["simulate_annotators"]:
             self._simulate(study, options["simulate_annotators"])
         self._step("Scoring explanations with the cheap automatic metrics (length, overlap with the teacher)")
@@ -80,24 +98,28 @@ class Command(BaseCommand):
         if not options["no_serve"]:
             call_command("runserver", f"127.0.0.1:{options['port']}", "--noreload")
 
-    def _data_dir(self, raw: str) -> Path:
+    def _data_dir(self, raw: str):
+        from distillation.paperrepo import data_folder
+        from evalsite.errors import DataFileError
+
         if not raw:
             raise CommandError(
                 "No data: set EVALSITE_DATA_DIR (or --data-dir) to the reference data folder (with cqa/ and "
-                "teacher/). When this machine is online, `python manage.py import_cqa --from-hub` fetches "
-                "CommonsenseQA instead, but the teacher outputs still have to come from a file or a teacher."
+                "teacher/) or to a checkout of github.com/DanielHendriks/llm-distillation. When this machine is "
+                "online, `python manage.py import_cqa --from-hub` fetches CommonsenseQA instead, but the teacher "
+                "outputs still have to come from a file or a teacher."
             )
-        path = Path(raw)
-        if not (path / "cqa").is_dir():
-            raise CommandError(f"{path} has no cqa/ folder; point EVALSITE_DATA_DIR at the reference data.")
-        return path
+        try:
+            return data_folder(raw)
+        except DataFileError as exc:
+            raise CommandError(f"{exc}; point EVALSITE_DATA_DIR at the data.") from exc
 
-    def _import(self, data_dir: Path) -> None:
+    def _import(self, data) -> None:
         self._step("Importing CommonsenseQA")
-        call_command("import_cqa", "--path", str(data_dir / "cqa"), stdout=self.stdout)
+        call_command("import_cqa", "--path", str(data.cqa_dir), stdout=self.stdout)
         for split in ("train", "validation"):
-            teacher_file = data_dir / "teacher" / f"cqa-llama2-13b-{split}.jsonl.gz"
-            if not teacher_file.is_file():
+            teacher_file = data.teacher[split]
+            if not teacher_file.exists():
                 raise CommandError(f"{teacher_file} is missing: the students need the teacher's outputs")
             self._step(f"Importing the paper's teacher outputs ({split})")
             call_command(
@@ -110,6 +132,10 @@ class Command(BaseCommand):
         from distillation.services.students import default_teacher_run, student_run_create
         from evalsite.commands import run_job_with_progress
 
+        defaults = STUDENT_DEFAULTS.get(options["student"], STUDENT_DEFAULTS["other"])
+        options = {**options, **{key: value for key, value in defaults.items() if options[key] is None}}
+        demo = options["student"] == DEMO_STUDENT
+        base_checkpoint = self._demo_base(options["base_steps"]) if demo else options["student"]
         runs = []
         for method, data in PAPER_CONDITIONS:
             name = f"demo {options['student']} {method}-{data}"
@@ -118,7 +144,7 @@ class Command(BaseCommand):
                 self._step(f"Training and evaluating the {options['student']} student {name.split()[-1]}")
                 run = student_run_create(
                     name=name,
-                    base_checkpoint=options["student"],
+                    base_checkpoint=base_checkpoint,
                     method=method,
                     training_data=data,
                     seed=0,
@@ -149,7 +175,21 @@ class Command(BaseCommand):
             runs.append(run)
         return runs
 
-    def _study(self, options, runs, data_dir: Path):
+    def _demo_base(self, steps: int | None) -> str:
+        """The demo student's base model (built once from the training corpus, reused by reruns): its path."""
+        from distillation import jobs
+        from distillation.services.students import default_teacher_run
+        from evalsite.commands import run_job_with_progress
+
+        self._step("Pre-training the demo student's base model (once; reruns reuse it)")
+        job = run_job_with_progress(
+            kind="demo_student_base",
+            function=jobs.build_demo_student,
+            params={"teacher_run_id": default_teacher_run(teacher_name=TEACHER_NAME).pk, "steps": steps},
+        )
+        return job.result["path"]
+
+    def _study(self, options, runs, data):
         from annotations.jobs import explanations as jobs
         from annotations.models import Study
         from annotations.services.studies import explanations_import_csv, study_create, study_open
@@ -187,8 +227,8 @@ class Command(BaseCommand):
             .values_list("source_id", flat=True)[: options["sample"]]
         )
         for label, file_name in T5_LARGE_FILES.items():
-            path = data_dir / "students" / file_name
-            if path.is_file() and not study.conditions.filter(label=label).exists():
+            path = data.students_dir / file_name if data.students_dir else None
+            if path and path.is_file() and not study.conditions.filter(label=label).exists():
                 self._step(f"Adding the paper's {label} explanations")
                 counts = explanations_import_csv(
                     study=study,

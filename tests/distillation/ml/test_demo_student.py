@@ -1,0 +1,80 @@
+"""The demo student: its tokenizer and base build once, resume and reload offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distillation.ml.demo_student import (
+    BASE_INFO_FILE,
+    BasePretraining,
+    CorpusDocument,
+    DemoStudentSize,
+    build_base_student,
+    continuation_pair,
+)
+from distillation.ml.tasks import load_teacher_examples
+
+SMALL = DemoStudentSize(vocab_size=400, d_model=32, n_layers=1, n_heads=2, d_ff=64)
+
+
+def documents(data_dir: Path, n_questions: int) -> list[CorpusDocument]:
+    path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
+    unrevised = load_teacher_examples(path, limit=n_questions)
+    revised = load_teacher_examples(path, revised=True, limit=n_questions)
+    return [CorpusDocument(e.question, e.choices, e.rationale) for e in unrevised + revised]
+
+
+def test_the_new_core_modules_import_without_torch_or_datasets():
+    code = "import sys\nimport distillation.ml.demo_student, distillation.ml.subword, distillation.ml.text_quality\n"
+    code += "import distillation.paperrepo\n"
+    code += "heavy = {'torch', 'transformers', 'tokenizers', 'datasets'} & set(sys.modules)\n"
+    code += "assert not heavy, heavy"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
+
+
+def test_continuation_pairs_split_a_rationale_between_encoder_and_decoder():
+    import numpy as np
+
+    document = CorpusDocument("Where is a cat?", ("box", "sky"), "Cats sit in boxes because boxes are warm.")
+    source, target = continuation_pair(document, np.random.default_rng(0))
+    assert source.startswith("[continue] Question: Where is a cat?\nChoices: (a) box (b) sky\nText:")
+    written = source.split("Text:")[1].split()
+    assert " ".join([*written, *target.split()]) == document.text
+
+
+def test_the_base_is_built_once_resumes_and_reloads_offline(data_dir, tmp_path, monkeypatch):
+    from distillation.ml.students import load_student
+
+    corpus = documents(data_dir, 16)
+    training = BasePretraining(steps=6, batch_size=4, checkpoint_every=3, max_input_tokens=48, max_target_tokens=24)
+    seen: list[tuple[int, str]] = []
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_five(step, total, stage, metrics):
+        seen.append((step, stage))
+        if step == 5 and stage.startswith("pre-training"):
+            raise Interrupt
+
+    directory = tmp_path / "base"
+    with pytest.raises(Interrupt):
+        build_base_student(corpus, directory, size=SMALL, training=training, progress=stop_at_five)
+    assert not (directory / BASE_INFO_FILE).exists(), "an interrupted build leaves no model that looks finished"
+    seen.clear()
+    build_base_student(corpus, directory, size=SMALL, training=training, progress=lambda *a: seen.append((a[0], a[2])))
+    assert (3, "resuming") in seen and (4, "pre-training the base model") in seen, "resumed after step 3"
+    assert (directory / BASE_INFO_FILE).is_file() and (directory / "tokenizer.json").is_file()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    student = load_student(directory)
+    assert student.is_encoder_decoder and len(student.tokenizer) == SMALL.vocab_size
+    assert student.tokenizer("Where is a cat?")["input_ids"][-1] == student.tokenizer.eos_token_id
+    assert student.model.generation_config.no_repeat_ngram_size == 3
+    seen.clear()
+    again = build_base_student(corpus, directory, size=SMALL, training=training, progress=lambda *a: seen.append(a))
+    assert again == directory
+    assert not seen, "a built base is reused without any work"
