@@ -62,6 +62,8 @@ class ConditionProgress:
     ratings_done: int
     ratings_wanted: int
     mean_per_construct: dict[str, float | None]
+    # Ratings of versions a regeneration has since replaced: kept (they rate the text shown), counted apart.
+    superseded_ratings: int = 0
 
 
 @dataclass
@@ -144,13 +146,16 @@ def _condition_progress(
 ) -> ConditionProgress:
     mine = [e for e in explanations if e.condition_id == condition.pk]
     ratings = Rating.objects.filter(explanation__condition=condition, assignment__status=Assignment.Status.COMPLETED)
-    means = {c.label: ratings.filter(construct=c).aggregate(m=Avg("value"))["m"] for c in constructs}
+    # Progress and means are of the current versions (what annotators are shown from now on).
+    of_current = ratings.filter(explanation__is_current=True)
+    means = {c.label: of_current.filter(construct=c).aggregate(m=Avg("value"))["m"] for c in constructs}
     return ConditionProgress(
         label=condition.label,
         explanations=len(mine),
         ratings_done=sum(min(screens.get(e.pk, 0), study.ratings_per_explanation) for e in mine),
         ratings_wanted=len(mine) * study.ratings_per_explanation,
         mean_per_construct={k: (round(v, 2) if v is not None else None) for k, v in means.items()},
+        superseded_ratings=ratings.filter(explanation__is_current=False).count(),
     )
 
 

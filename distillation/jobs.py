@@ -52,3 +52,12 @@ def train_student(
         eval_split=eval_split,
         eval_limit=eval_limit,
     )
+
+
+@job_function
+def evaluate_student(*, progress: Progress, run_id: int, split: str = "validation", limit: int | None = None):
+    """Evaluate a trained run on a split; its predictions become a new set of the run."""
+    from distillation.models import StudentRun
+    from distillation.services import students
+
+    return students.student_evaluate(run=StudentRun.objects.get(pk=run_id), progress=progress, split=split, limit=limit)
