@@ -58,7 +58,7 @@ class StudyAdmin(admin.ModelAdmin):
     def dashboard_link(self, study: Study) -> str:
         return format_html('<a href="{}">dashboard</a>', reverse("annotations:dashboard", args=[study.slug]))
 
-    @admin.action(description="Open selected studies to annotators")
+    @admin.action(description="Open selected studies to annotators", permissions=["change"])
     def open_studies(self, request, queryset):
         for study in queryset:
             try:
@@ -68,7 +68,7 @@ class StudyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{study.slug} is open.", messages.SUCCESS)
 
-    @admin.action(description="Close selected studies")
+    @admin.action(description="Close selected studies", permissions=["change"])
     def close_studies(self, request, queryset):
         closed = queryset.update(status=Study.Status.CLOSED)
         self.message_user(request, f"Closed {closed} stud{'y' if closed == 1 else 'ies'}.", messages.SUCCESS)
@@ -182,7 +182,10 @@ class StudentRunAdmin(distillation_admin.StudentRunAdmin):
     actions = ["regenerate_explanations", *distillation_admin.StudentRunAdmin.actions]
     run_page_fields = [*distillation_admin.StudentRunAdmin.run_page_fields, "shown_in"]
 
-    @admin.action(description="Regenerate explanations in their studies (rated ones are kept as old versions)")
+    @admin.action(
+        description="Regenerate explanations in their studies (rated ones are kept as old versions)",
+        permissions=["change"],
+    )
     def regenerate_explanations(self, request, queryset):
         self.enqueue_for_each(request, queryset, explanations_regenerate_enqueue)
 
@@ -282,4 +285,4 @@ class StudentRunAdmin(distillation_admin.StudentRunAdmin):
 
 
 # Crowd-platform admin lives in its own module; importing it registers it.
-from annotations import crowd_admin  # noqa: E402,F401
+from annotations.crowd import admin as crowd_admin  # noqa: E402,F401

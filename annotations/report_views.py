@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -28,23 +29,49 @@ def _report_url(study: Study, reference: str) -> str:
     return f"{url}?{urlencode({'reference': reference})}" if reference else url
 
 
+def _check_study_permission(request: HttpRequest, action: str) -> None:
+    """Staff pages check the model permission: viewing a study's results, or changing it to start work."""
+    if not request.user.has_perm(f"annotations.{action}_study"):
+        raise PermissionDenied(f"needs the {action} permission on studies")
+
+
+def _current_report(study: Study, reference: str) -> AnalysisReport | None:
+    """The stored report for the study's current ratings, read only (GET never starts a job)."""
+    if reference and not study.conditions.filter(label=reference).exists():
+        raise analysis.AnalysisUnavailable(f"{reference!r} is not a condition of this study")
+    fingerprint = analysis.ratings_fingerprint(study)
+    if fingerprint.startswith("0@"):
+        raise analysis.AnalysisUnavailable("the study has no ratings from completed screens yet")
+    return analysis.latest_analysis_report(study, reference=reference, fingerprint=fingerprint)
+
+
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def study_report(request: HttpRequest, slug: str) -> HttpResponse:
-    """GET shows the report for the current ratings, starting its job when there is none yet: a cache fill,
-    so repeating it is harmless. POST runs the analysis again (after a failure)."""
+    """GET shows the stored report for the current ratings (view permission on studies). POST runs the
+    analysis (change permission): the first time, after new ratings, or again after a failure."""
     study = get_object_or_404(Study, slug=slug)
+    _check_study_permission(request, "change" if request.method == "POST" else "view")
     reference = (request.POST if request.method == "POST" else request.GET).get("reference", "")
     conditions = list(study.conditions.values_list("label", flat=True))
-    context = {"study": study, "conditions": conditions, "reference": reference, "title": f"Analysis: {study.title}"}
+    context = {
+        "study": study,
+        "conditions": conditions,
+        "reference": reference,
+        "title": f"Analysis: {study.title}",
+        "can_run": request.user.has_perm("annotations.change_study"),
+    }
     try:
-        report = analysis.analysis_report_get_or_run(
-            study=study, reference=reference, user=request.user, rerun=request.method == "POST"
-        )
+        report = _current_report(study, reference)
+        if request.method == "POST":
+            # Run when there is no report for these ratings, or again after a failure; never twice at once.
+            failed = report is not None and report.report is None and not (report.job and report.job.is_active)
+            analysis.analysis_report_get_or_run(study=study, reference=reference, user=request.user, rerun=failed)
+            return HttpResponseRedirect(_report_url(study, reference))
     except analysis.AnalysisUnavailable as exc:
         return render(request, "annotations/report/study_report.html", {**context, "unavailable": str(exc)})
-    if request.method == "POST":
-        return HttpResponseRedirect(_report_url(study, reference))
+    if report is None:
+        return render(request, "annotations/report/study_report.html", {**context, "not_run": True})
     job = report.job
     running = report.report is None and job is not None and job.is_active
     context.update(
@@ -80,6 +107,7 @@ def _report_body(report: AnalysisReport, files: list[str]) -> str:
 @staff_member_required
 @require_http_methods(["GET"])
 def report_file(request: HttpRequest, slug: str, report_id: int, name: str) -> FileResponse:
+    _check_study_permission(request, "view")
     report = get_object_or_404(AnalysisReport, pk=report_id, study__slug=slug)
     path = analysis.analysis_report_file(report, name)
     if path is None:

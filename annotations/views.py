@@ -9,6 +9,7 @@ from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -18,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations import selectors
+from annotations.crowd import entry as crowd_entry
 from annotations.models import Annotator, Assignment, Study
 from annotations.ratelimit import limit_writes
 from annotations.services import sessions
@@ -94,9 +96,11 @@ def _allowed_turk_submit_to(url: str) -> bool:
 def mturk_entry(request: HttpRequest, slug: str) -> HttpResponse:
     study = _open_study(slug)
     assignment_id = request.GET.get("assignmentId", "")
-    if not assignment_id or assignment_id == MTURK_PREVIEW_ID:
-        return render(request, "annotations/preview.html", {"study": study, "constructs": study.constructs.all()})
     worker_id, hit_id = request.GET.get("workerId", ""), request.GET.get("hitId", "")
+    if not assignment_id or assignment_id == MTURK_PREVIEW_ID:
+        if crowd_entry.mturk_task_for_hit(study=study, hit_id=hit_id) is None:
+            return _reject(request, 403, "This is not one of this study's HITs, so there is nothing to preview.", study)
+        return render(request, "annotations/preview.html", {"study": study, "constructs": study.constructs.all()})
     turk_submit_to = request.GET.get("turkSubmitTo", "")
     if not worker_id or not hit_id:
         return _reject(request, 400, "The HIT link is missing workerId or hitId.", study)
@@ -113,7 +117,13 @@ def mturk_entry(request: HttpRequest, slug: str) -> HttpResponse:
     except sessions.SessionError as exc:
         return _reject(request, exc.status, str(exc), study)
     if annotator.external_assignment_id != assignment_id:
-        return _reject(request, 409, "You have already worked on this study in another HIT.", study)
+        return _reject(
+            request,
+            409,
+            "You have already worked on this study in another HIT, and each person takes part once. "
+            "Please return this HIT on MTurk.",
+            study,
+        )
     return HttpResponseRedirect(_session_url(annotator))
 
 
@@ -323,5 +333,7 @@ def _done_page(request: HttpRequest, annotator: Annotator, token: str) -> HttpRe
 
 @staff_member_required
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    if not request.user.has_perm("annotations.view_study"):
+        raise PermissionDenied("needs the view permission on studies")
     study = get_object_or_404(Study, slug=slug)
     return render(request, "annotations/dashboard.html", {"dashboard": selectors.study_dashboard(study)})

@@ -239,7 +239,7 @@ class StudentRunAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.action(description="Train (or resume from the last checkpoint) and evaluate")
+    @admin.action(description="Train (or resume from the last checkpoint) and evaluate", permissions=["change"])
     def train_or_resume(self, request, queryset):
         self.enqueue_for_each(request, queryset, student_training_enqueue)
 

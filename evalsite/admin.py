@@ -87,7 +87,7 @@ class JobAdmin(admin.ModelAdmin):
         seconds = int(eta.total_seconds())
         return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m {seconds % 60:02d}s"
 
-    @admin.action(description="Cancel selected jobs (work stored so far is kept)")
+    @admin.action(description="Cancel selected jobs (work stored so far is kept)", permissions=["change"])
     def cancel_jobs(self, request, queryset):
         cancelled = sum(1 for job in queryset if request_cancel(job))
         self.message_user(request, f"Asked {cancelled} job(s) to stop.", messages.SUCCESS)

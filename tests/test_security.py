@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core import signing
 from django.core.cache import caches
 from django.test import Client
@@ -105,7 +105,9 @@ def test_staff_reach_the_dashboard_and_admins_the_job_list():
     # The other side of the refusals above: the same pages open for staff.
     study = build_study()
     staff = Client()
-    staff.force_login(User.objects.create_user("staff", is_staff=True))
+    user = User.objects.create_user("staff", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_study"))
+    staff.force_login(user)
     assert staff.get(reverse("annotations:dashboard", args=[study.slug])).status_code == 200
     admin = Client()
     admin.force_login(User.objects.create_superuser("admin"))

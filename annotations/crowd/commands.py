@@ -52,7 +52,7 @@ def cost_lines(cost: CostBreakdown) -> list[str]:
         f"rewards                ${cost.rewards}",
         f"fee on rewards ({cost.fee_rate})  ${cost.reward_fees}",
         f"planned bonuses        ${cost.bonuses}",
-        f"fee on bonuses         ${cost.bonus_fees}",
+        f"fee on bonuses ({cost.bonus_fee_rate})  ${cost.bonus_fees}",
         f"total                  ${cost.total}",
     ]
 

@@ -7,13 +7,16 @@ from decimal import ROUND_HALF_UP, Decimal
 
 CENT = Decimal("0.01")
 
-# MTurk's commission: 20% of rewards and bonuses, 40% for HITs with 10 or more assignments, +5% for Masters,
-# at least $0.01 per assignment or bonus.
+# MTurk's commission (https://requester.mturk.com/pricing): 20% of the reward and of any bonus; HITs with 10 or
+# more assignments pay a further 20% on the reward only (not on bonuses); Masters adds 5% on the reward; at least
+# $0.01 per assignment or bonus.
 MTURK_FEE_RATE = Decimal("0.20")
-MTURK_FEE_RATE_TEN_OR_MORE = Decimal("0.40")
+MTURK_TEN_OR_MORE_EXTRA_RATE = Decimal("0.20")
+MTURK_FEE_RATE_TEN_OR_MORE = MTURK_FEE_RATE + MTURK_TEN_OR_MORE_EXTRA_RATE
+MTURK_BONUS_FEE_RATE = MTURK_FEE_RATE
 MTURK_MASTERS_FEE_RATE = Decimal("0.05")
 MTURK_MIN_FEE = Decimal("0.01")
-# Assignments per HIT that keep MTurk's fee at 20%.
+# Assignments per HIT that keep MTurk's fee on rewards at 20%.
 MTURK_MAX_ASSIGNMENTS_AT_BASE_FEE = 9
 # Prolific's service fee on rewards and bonuses (VAT, where it applies, comes on top and is not included).
 PROLIFIC_FEE_RATE = Decimal("0.333")
@@ -38,6 +41,7 @@ def cents_from_amount(amount: str | Decimal) -> int:
 
 
 def mturk_fee_rate(*, assignments_per_hit: int, masters: bool = False) -> Decimal:
+    """MTurk's fee on rewards (bonuses always pay MTURK_BONUS_FEE_RATE)."""
     rate = MTURK_FEE_RATE if assignments_per_hit <= MTURK_MAX_ASSIGNMENTS_AT_BASE_FEE else MTURK_FEE_RATE_TEN_OR_MORE
     return rate + (MTURK_MASTERS_FEE_RATE if masters else Decimal(0))
 
@@ -55,6 +59,7 @@ class CostBreakdown:
     reward: Decimal
     assignments: int
     fee_rate: Decimal
+    bonus_fee_rate: Decimal
     rewards: Decimal
     reward_fees: Decimal
     bonuses: Decimal
@@ -69,6 +74,7 @@ class CostBreakdown:
             "reward": str(self.reward),
             "assignments": self.assignments,
             "fee_rate": str(self.fee_rate),
+            "bonus_fee_rate": str(self.bonus_fee_rate),
             "rewards": str(self.rewards),
             "reward_fees": str(self.reward_fees),
             "bonuses": str(self.bonuses),
@@ -85,22 +91,27 @@ def batch_cost(
     bonus_cents: int = 0,
     bonus_count: int = 0,
     min_fee: Decimal = Decimal(0),
+    bonus_fee_rate: Decimal | None = None,
 ) -> CostBreakdown:
-    """reward x assignments x (1 + fee) + bonuses x (1 + fee), each part rounded to the cent once.
+    """reward x assignments x (1 + fee) + bonuses x (1 + bonus fee), each part rounded to the cent once.
+
+    ``bonus_fee_rate`` defaults to ``fee_rate``; MTurk's differs (its 10-or-more surcharge is on rewards only).
 
     ``min_fee`` is a per-assignment (and per-bonus) minimum commission, MTurk's $0.01; ``bonus_count`` is
     how many bonus payments make up ``bonus_cents`` (each carries the minimum fee).
     """
     fee_rate = Decimal(fee_rate)
+    bonus_fee_rate = fee_rate if bonus_fee_rate is None else Decimal(bonus_fee_rate)
     reward = dollars(reward_cents)
     rewards = reward * assignments
     reward_fees = max(to_cents(rewards * fee_rate), min_fee * assignments)
     bonuses = dollars(bonus_cents)
-    bonus_fees = max(to_cents(bonuses * fee_rate), min_fee * bonus_count) if bonus_cents else Decimal("0.00")
+    bonus_fees = max(to_cents(bonuses * bonus_fee_rate), min_fee * bonus_count) if bonus_cents else Decimal("0.00")
     return CostBreakdown(
         reward=reward,
         assignments=assignments,
         fee_rate=fee_rate,
+        bonus_fee_rate=bonus_fee_rate,
         rewards=to_cents(rewards),
         reward_fees=to_cents(reward_fees),
         bonuses=bonuses,

@@ -41,6 +41,12 @@ class LaunchForm(forms.Form):
     lifetime_days = forms.IntegerField(min_value=1, initial=7)
     auto_approval_days = forms.IntegerField(min_value=0, initial=3)
     estimated_minutes = forms.IntegerField(min_value=1, initial=15, help_text="Prolific: estimated completion time.")
+    prolific_study_id = forms.CharField(
+        required=False,
+        max_length=64,
+        label="Platform study id (manual)",
+        help_text="Manual mode: the id of the study you made on Prolific; only entries with that STUDY_ID are taken.",
+    )
     exclusion_group = forms.SlugField(required=False, help_text="Shut out workers of other studies in this group.")
     confirmed_total = forms.DecimalField(required=False, widget=forms.HiddenInput)
 
@@ -53,6 +59,8 @@ class LaunchForm(forms.Form):
             self.add_error("assignments_per_task", "At most 9 per HIT: MTurk's fee rises to 40% at 10 or more.")
         if platform != CrowdPlatform.MTURK and data["n_tasks"] != 1:
             self.add_error("n_tasks", "A Prolific or manual batch is one study.")
+        if platform == CrowdPlatform.MANUAL and not (data.get("prolific_study_id") or "").strip():
+            self.add_error("prolific_study_id", "Give the id of the study you made on the platform.")
         return data
 
     def params(self) -> dict[str, Any]:
@@ -72,6 +80,8 @@ class LaunchForm(forms.Form):
         }
         if data["exclusion_group"]:
             params["exclusion_group"] = data["exclusion_group"]
+        if data["platform"] == CrowdPlatform.MANUAL:
+            params["prolific_study_id"] = data["prolific_study_id"].strip()
         return params
 
     def fee_rate_value(self) -> Decimal:
@@ -95,7 +105,16 @@ class LaunchForm(forms.Form):
         )
 
 
-ACTIONS = [("approve", "Approve"), ("reject", "Reject"), ("bonus", "Pay a bonus"), ("block", "Block the workers")]
+ACTIONS = [
+    ("approve", "Approve"),
+    ("reject", "Reject"),
+    ("bonus", "Pay a bonus"),
+    ("request_return", "Ask to return the work (Prolific)"),
+    ("overturn", "Overturn a rejection: approve after all (MTurk)"),
+    ("message", "Message the workers"),
+    ("block", "Block the workers"),
+]
+NEEDS_REASON = ("reject", "bonus", "block", "request_return", "message")
 
 
 class ReviewForm(forms.Form):
@@ -103,7 +122,8 @@ class ReviewForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
         required=False,
-        help_text="Sent to the workers: feedback for an approval or rejection, the reason for a bonus.",
+        help_text="Sent to the workers: feedback for an approval, rejection or overturn, the reason for a bonus or "
+        "a return request, the text of a message.",
     )
     category = forms.ChoiceField(
         choices=[(c, c.replace("_", " ").lower()) for c in REJECTION_CATEGORIES], initial="FAILED_CHECK"
@@ -113,7 +133,7 @@ class ReviewForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         action = data.get("action")
-        if action in ("reject", "bonus", "block") and not (data.get("reason") or "").strip():
+        if action in NEEDS_REASON and not (data.get("reason") or "").strip():
             self.add_error("reason", "Give a reason: the workers (or your records) will read it.")
         if action == "bonus" and not data.get("bonus"):
             self.add_error("bonus", "Give the bonus amount.")

@@ -31,14 +31,16 @@ def review_batch(
     reject_feedback: str = "",
     category: str = "",
 ) -> dict[str, Any]:
-    return services.crowd_batch_review(
-        batch=CrowdBatch.objects.get(pk=batch_id),
-        approve_passing=approve_passing,
-        reject_failing=reject_failing,
-        approve_feedback=approve_feedback,
-        reject_feedback=reject_feedback,
-        category=category,
-        progress=progress,
+    return services.raise_if_failed(
+        services.crowd_batch_review(
+            batch=CrowdBatch.objects.get(pk=batch_id),
+            approve_passing=approve_passing,
+            reject_failing=reject_failing,
+            approve_feedback=approve_feedback,
+            reject_feedback=reject_feedback,
+            category=category,
+            progress=progress,
+        )
     )
 
 
@@ -55,13 +57,15 @@ def act_on_submissions(
 ) -> dict[str, Any]:
     batch = CrowdBatch.objects.get(pk=batch_id)
     submissions = batch.submissions.filter(pk__in=submission_ids).select_related("batch").order_by("id")
-    return services.crowd_submissions_act(
-        submissions=submissions,
-        action=action,
-        feedback=feedback,
-        category=category,
-        amount_cents=amount_cents,
-        progress=progress,
+    return services.raise_if_failed(
+        services.crowd_submissions_act(
+            submissions=submissions,
+            action=action,
+            feedback=feedback,
+            category=category,
+            amount_cents=amount_cents,
+            progress=progress,
+        )
     )
 
 
@@ -84,9 +88,28 @@ def notify_workers(
     return {"notified": sent}
 
 
+@job_function
+def refill_batch(*, progress, batch_id: int) -> dict[str, Any]:
+    progress(0, None, stage="adding places")
+    return services.crowd_batch_refill(batch=CrowdBatch.objects.get(pk=batch_id))
+
+
+@job_function
+def pause_batch(*, progress, batch_id: int) -> dict[str, Any]:
+    return {"status": str(services.crowd_batch_pause(batch=CrowdBatch.objects.get(pk=batch_id)).status)}
+
+
+@job_function
+def resume_batch(*, progress, batch_id: int) -> dict[str, Any]:
+    return {"status": str(services.crowd_batch_resume(batch=CrowdBatch.objects.get(pk=batch_id)).status)}
+
+
 # What crowd_batch_enqueue and the crowd commands run for each action.
 JOB_FUNCTIONS = {
     "launch": launch_batch,
+    "refill": refill_batch,
+    "pause": pause_batch,
+    "resume": resume_batch,
     "sync": sync_batch,
     "review": review_batch,
     "act": act_on_submissions,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -89,10 +90,7 @@ def _cached_client(access_key_id: str, secret_access_key: str, region: str, endp
 
 def external_question_xml(url: str, *, frame_height: int = 0) -> str:
     """The ExternalQuestion a HIT shows: our HTTPS page in a frame (0 = as tall as the page)."""
-    if not url.startswith("https://"):
-        raise CrowdPlatformError(
-            f"MTurk needs an HTTPS ExternalURL, not {url!r}: set EVALSITE_PUBLIC_URL to https://..."
-        )
+    check_public_url(url)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<ExternalQuestion xmlns="{EXTERNAL_QUESTION_NAMESPACE}">'
@@ -170,6 +168,68 @@ def _client_error():
     return ClientError
 
 
+def check_public_url(public_url: str) -> None:
+    """MTurk frames only HTTPS pages: refuse before any request goes out."""
+    if not public_url.startswith("https://"):
+        raise CrowdPlatformError(
+            f"MTurk needs an HTTPS ExternalURL, not {public_url!r}: set EVALSITE_PUBLIC_URL to https://..."
+        )
+
+
+def one_line_error(exc: Exception, operation: str) -> CrowdPlatformError:
+    """A botocore error as one line that says what to do."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "") or "error"
+        message = " ".join(str(error.get("Message", "")).split())[:300]
+        if code in ("UnrecognizedClientException", "InvalidClientTokenId", "AccessDeniedException", "AuthFailure"):
+            hint = "check MTURK_AWS_ACCESS_KEY_ID and MTURK_AWS_SECRET_ACCESS_KEY (and MTURK_SANDBOX)"
+        elif "insufficient" in message.lower() or "balance" in message.lower():
+            hint = "top up the requester account, then launch again"
+        else:
+            hint = "check the batch's settings on its admin page, then try again"
+        return CrowdPlatformError(f"MTurk {operation} refused ({code}): {message}; {hint}")
+    if isinstance(exc, NoCredentialsError):
+        return CrowdPlatformError(f"MTurk {operation}: no credentials; set MTURK_AWS_ACCESS_KEY_ID and the secret")
+    if isinstance(exc, EndpointConnectionError):
+        return CrowdPlatformError(
+            f"MTurk {operation}: cannot reach {getattr(exc, 'kwargs', {}).get('endpoint_url', 'the endpoint')}; "
+            "check MTURK_ENDPOINT_URL and the network, then try again"
+        )
+    text = " ".join(str(exc).split())[:300]
+    return CrowdPlatformError(f"MTurk {operation} failed: {text}; check MTURK_ENDPOINT_URL and the network")
+
+
+def _one_line_errors(method):
+    """Whatever botocore raises out of a provider call leaves it as one CrowdPlatformError line."""
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                yield from method(self, *args, **kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise one_line_error(exc, method.__name__) from exc
+
+        return generator
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return method(self, *args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise one_line_error(exc, method.__name__) from exc
+
+    return wrapped
+
+
 class MTurkProvider:
     platform = "mturk"
     bonus_retry_safe = True  # SendBonus dedupes on UniqueRequestToken
@@ -183,7 +243,9 @@ class MTurkProvider:
         return self._client
 
     # -- launch -------------------------------------------------------------------------------------------
+    @_one_line_errors
     def prepare(self, spec: BatchSpec) -> PreparedBatch:
+        check_public_url(spec.public_url)
         client = self.client(spec)
         qualification_id = spec.exclusion_qualification_id or self._exclusion_qualification(client, spec)
         params = mturk_params(spec.params)
@@ -217,6 +279,7 @@ class MTurkProvider:
         )
         return response["QualificationType"]["QualificationTypeId"]
 
+    @_one_line_errors
     def create_task(self, spec: BatchSpec, *, intent_key: str, max_assignments: int) -> str:
         client = self.client(spec)
         params = mturk_params(spec.params)
@@ -242,6 +305,7 @@ class MTurkProvider:
             raise
         return response["HIT"]["HITId"]
 
+    @_one_line_errors
     def find_task(self, spec: BatchSpec, *, intent_key: str) -> str | None:
         for page in _pages(self.client(spec).list_hits):
             for hit in page.get("HITs", []):
@@ -253,6 +317,7 @@ class MTurkProvider:
         return None  # a HIT is live once created
 
     # -- sync and review ----------------------------------------------------------------------------------
+    @_one_line_errors
     def list_submissions(self, spec: BatchSpec, *, task_external_ids: list[str]) -> Iterator[RemoteSubmission]:
         client = self.client(spec)
         for hit_id in task_external_ids:
@@ -276,6 +341,7 @@ class MTurkProvider:
         response = self.client(spec).get_assignment(AssignmentId=assignment_id)
         return response.get("Assignment", {}).get("AssignmentStatus", "")
 
+    @_one_line_errors
     def approve(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None:
         kwargs: dict[str, Any] = {"AssignmentId": assignment_id}
         if feedback:
@@ -286,6 +352,11 @@ class MTurkProvider:
             if self._status_of(spec, assignment_id) != "Approved":  # approved by an earlier try: done
                 raise
 
+    def approve_many(self, spec: BatchSpec, *, assignment_ids: list[str], feedback: str) -> None:
+        for assignment_id in assignment_ids:  # MTurk approves one assignment per call
+            self.approve(spec, assignment_id=assignment_id, worker_id="", feedback=feedback)
+
+    @_one_line_errors
     def reject(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str, category: str) -> None:
         if not feedback.strip():
             raise CrowdPlatformError("MTurk needs feedback to reject an assignment")
@@ -295,6 +366,40 @@ class MTurkProvider:
             if self._status_of(spec, assignment_id) != "Rejected":
                 raise
 
+    @_one_line_errors
+    def overturn(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None:
+        """Approve a rejected assignment (ApproveAssignment with OverrideRejection; MTurk allows it for 30 days)."""
+        kwargs: dict[str, Any] = {"AssignmentId": assignment_id, "OverrideRejection": True}
+        if feedback:
+            kwargs["RequesterFeedback"] = feedback[:1024]
+        try:
+            self.client(spec).approve_assignment(**kwargs)
+        except _client_error():
+            if self._status_of(spec, assignment_id) != "Approved":
+                raise
+
+    def request_return(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, reasons: list[str]) -> None:
+        raise CrowdPlatformError(
+            "MTurk has no return requests: notify the worker, or reject the assignment with a reason"
+        )
+
+    @_one_line_errors
+    def add_places(self, spec: BatchSpec, *, task_external_id: str, extra: int, token: str) -> None:
+        """More assignments on a HIT (CreateAdditionalAssignmentsForHIT; the token dedupes a retried call)."""
+        self.client(spec).create_additional_assignments_for_hit(
+            HITId=task_external_id, NumberOfAdditionalAssignments=extra, UniqueRequestToken=token[:64]
+        )
+
+    def pause(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None:
+        raise CrowdPlatformError("MTurk HITs cannot be paused: expire the batch, and refill or launch again later")
+
+    def resume(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None:
+        raise CrowdPlatformError("MTurk HITs cannot be paused or resumed")
+
+    def account_currency(self, spec: BatchSpec) -> str:
+        return "USD"  # MTurk pays in US dollars
+
+    @_one_line_errors
     def bonus_already_paid(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, amount_cents: int) -> bool:
         amount = dollars(amount_cents)
         for page in _pages(self.client(spec).list_bonus_payments, AssignmentId=assignment_id):
@@ -321,6 +426,7 @@ class MTurkProvider:
             ):
                 raise
 
+    @_one_line_errors
     def exclude_workers(self, spec: BatchSpec, *, worker_ids: list[str]) -> list[str]:
         if not spec.exclusion_qualification_id:
             raise CrowdPlatformError("this batch has no exclusion qualification; launch it first")
@@ -334,11 +440,13 @@ class MTurkProvider:
             )
         return list(worker_ids)
 
+    @_one_line_errors
     def expire(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None:
         client = self.client(spec)
         for hit_id in task_external_ids:
             client.update_expiration_for_hit(HITId=hit_id, ExpireAt=PAST)
 
+    @_one_line_errors
     def notify(self, spec: BatchSpec, *, worker_ids: list[str], subject: str, message: str) -> int:
         client = self.client(spec)
         notified = 0

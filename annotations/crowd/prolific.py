@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -27,21 +28,34 @@ REJECTION_CATEGORIES = (
     "OTHER",
 )
 MIN_REJECTION_MESSAGE = 100
-SUBMISSION_STATUS = {
-    "AWAITING REVIEW": "submitted",
+# Every submission status Prolific documents, keyed without spaces, hyphens or underscores (the list endpoint
+# takes AWAITING_REVIEW, objects say "AWAITING REVIEW"). None: still in progress, nothing to review yet.
+SUBMISSION_STATUS: dict[str, str | None] = {
+    "ACTIVE": None,
+    "RESERVED": None,
+    "AWAITINGREVIEW": "submitted",
     "APPROVED": "approved",
+    "PARTIALLYAPPROVED": "approved",
     "REJECTED": "rejected",
     "RETURNED": "returned",
-    "TIMED-OUT": "returned",
-    "SCREENED OUT": "returned",
+    "TIMEDOUT": "returned",
+    "SCREENEDOUT": "returned",
 }
+# Submissions listed per page (the documented default is 20).
+PAGE_SIZE = 100
+SCREENED_OUT_CODE_TYPE = "FIXED_SCREENOUT"
+
+
+def status_key(status: str) -> str:
+    return re.sub(r"[\s_-]", "", str(status).upper())
+
+
 DEFAULT_PARAMS: dict[str, Any] = {
     "estimated_minutes": 15,
     "maximum_minutes": 60,
     "device_compatibility": ["desktop"],
     "filters": [],
 }
-PAGE_LIMIT = 200
 
 
 def prolific_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -83,9 +97,17 @@ class ProlificClient:
         try:
             response = self.http.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
-            raise CrowdPlatformError(f"Prolific {method} {path}: {exc}") from exc
+            raise CrowdPlatformError(
+                f"Prolific {method} {path}: {exc}; check PROLIFIC_API_URL and the network, then try again"
+            ) from exc
         if response.status_code >= 400:
-            raise CrowdPlatformError(f"Prolific {method} {path} answered {response.status_code}: {response.text[:500]}")
+            detail = " ".join(response.text.split())[:300]
+            hint = (
+                "check PROLIFIC_API_TOKEN"
+                if response.status_code in (401, 403)
+                else "check the batch's settings on its admin page, then try again"
+            )
+            raise CrowdPlatformError(f"Prolific {method} {path} answered {response.status_code}: {detail}; {hint}")
         if not response.content:
             return None
         try:
@@ -93,8 +115,24 @@ class ProlificClient:
         except ValueError:
             return response.text
 
+    def pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Documented pagination: ``page`` from 1 with ``page_size``, until ``meta.count`` is reached or a page is
+        empty."""
+        page = 1
+        seen = 0
+        while True:
+            body = self.request("GET", path, params={**params, "page": page, "page_size": PAGE_SIZE}) or {}
+            results = body.get("results", [])
+            yield from results
+            seen += len(results)
+            total = (body.get("meta") or {}).get("count")
+            # A server may send fewer than asked on every page, so only an empty page or the count ends it.
+            if not results or (total is not None and seen >= int(total)):
+                return
+            page += 1
+
     def paginate(self, path: str, params: dict | None = None) -> Iterator[dict[str, Any]]:
-        """Follow ``_links.next.href`` (or ``next``) until there is none."""
+        """Follow ``_links.next.href`` (or ``next``) until there is none (the studies list)."""
         next_url: str | None = path
         query = params
         while next_url:
@@ -103,6 +141,18 @@ class ProlificClient:
             links = page.get("_links") or {}
             next_url = (links.get("next") or {}).get("href") or page.get("next") or None
             query = None
+
+    def me(self) -> dict[str, Any]:
+        return self.request("GET", "users/me/") or {}
+
+    def get_submission(self, submission_id: str) -> dict[str, Any] | None:
+        """One submission, or None when Prolific has no such submission (a made-up SESSION_ID)."""
+        try:
+            return self.request("GET", f"submissions/{submission_id}/")
+        except CrowdPlatformError as exc:
+            if " answered 404" in str(exc):
+                return None
+            raise
 
     def create_study(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "studies/", json=body)
@@ -116,11 +166,24 @@ class ProlificClient:
     def transition_study(self, study_id: str, action: str) -> Any:
         return self.request("POST", f"studies/{study_id}/transition/", json={"action": action})
 
+    def update_study(self, study_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", f"studies/{study_id}/", json=body)
+
     def list_submissions(self, study_id: str) -> Iterator[dict[str, Any]]:
-        return self.paginate(f"studies/{study_id}/submissions/", params={"limit": PAGE_LIMIT})
+        return self.pages("submissions/", {"study": study_id})
 
     def transition_submission(self, submission_id: str, body: dict[str, Any]) -> Any:
         return self.request("POST", f"submissions/{submission_id}/transition/", json=body)
+
+    def bulk_approve(self, *, study_id: str, submission_ids: list[str]) -> Any:
+        return self.request(
+            "POST", "submissions/bulk-approve/", json={"study_id": study_id, "submission_ids": submission_ids}
+        )
+
+    def request_return(self, submission_id: str, reasons: list[str]) -> Any:
+        return self.request(
+            "POST", f"submissions/{submission_id}/request-return/", json={"request_return_reasons": reasons}
+        )
 
     def create_bonus_payments(self, *, study_id: str, csv_bonuses: str) -> dict[str, Any]:
         return self.request(
@@ -180,6 +243,17 @@ class ProlificProvider:
                     "code_type": "FAILED_ATTENTION_CHECK",
                     "actions": [{"action": "MANUALLY_REVIEW"}],
                 },
+                *(
+                    [
+                        {
+                            "code": params["screenout_code"],
+                            "code_type": SCREENED_OUT_CODE_TYPE,
+                            "actions": [{"action": "MANUALLY_REVIEW"}],
+                        }
+                    ]
+                    if params.get("screenout_code")
+                    else []
+                ),
             ],
             "total_available_places": places,
             "estimated_completion_time": int(params["estimated_minutes"]),
@@ -208,8 +282,14 @@ class ProlificProvider:
     def list_submissions(self, spec: BatchSpec, *, task_external_ids: list[str]) -> Iterator[RemoteSubmission]:
         for study_id in task_external_ids:
             for submission in self.client.list_submissions(study_id):
-                status = SUBMISSION_STATUS.get(str(submission.get("status", "")).upper())
-                if status is None:  # still active: nothing to review yet
+                key = status_key(submission.get("status", ""))
+                if key not in SUBMISSION_STATUS:
+                    raise CrowdPlatformError(
+                        f"Prolific submission {submission.get('id')} has a status evalsite does not know "
+                        f"({submission.get('status')!r}); nothing was skipped: update evalsite, then sync again"
+                    )
+                status = SUBMISSION_STATUS[key]
+                if status is None:  # still in progress: nothing to review yet
                     continue
                 yield RemoteSubmission(
                     task_external_id=study_id,
@@ -222,6 +302,45 @@ class ProlificProvider:
 
     def approve(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None:
         self.client.transition_submission(assignment_id, {"action": "APPROVE"})  # idempotent on Prolific
+
+    def session_owner(self, spec: BatchSpec, *, assignment_id: str) -> tuple[str, str] | None:
+        """Who Prolific says a SESSION_ID (a submission id) belongs to, and in which study; None if no one."""
+        submission = self.client.get_submission(assignment_id)
+        if not submission:
+            return None
+        participant = submission.get("participant_id") or submission.get("participant", "")
+        return str(participant), str(submission.get("study_id") or submission.get("study") or "")
+
+    def approve_many(self, spec: BatchSpec, *, assignment_ids: list[str], feedback: str) -> None:
+        """One documented bulk call (``POST /submissions/bulk-approve/``) instead of one call per submission."""
+        if assignment_ids:
+            self.client.bulk_approve(study_id=spec.external_id, submission_ids=list(assignment_ids))
+
+    def overturn(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None:
+        raise CrowdPlatformError(
+            "Prolific's API cannot approve a rejected submission: ask Prolific support, or pay the participant a bonus"
+        )
+
+    def request_return(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, reasons: list[str]) -> None:
+        self.client.request_return(assignment_id, [reason for reason in reasons if reason.strip()] or ["Not finished"])
+
+    def add_places(self, spec: BatchSpec, *, task_external_id: str, extra: int, token: str) -> None:
+        """Raise the study's places to cover ``extra`` more (a PATCH of ``total_available_places``)."""
+        study = self.client.get_study(task_external_id)
+        wanted = int(token.rsplit("-", 1)[-1])  # the places the study should have: retrying adds nothing twice
+        if int(study.get("total_available_places", 0)) < wanted:
+            self.client.update_study(task_external_id, {"total_available_places": wanted})
+
+    def pause(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None:
+        for study_id in task_external_ids:
+            self.client.transition_study(study_id, "PAUSE")
+
+    def resume(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None:
+        for study_id in task_external_ids:
+            self.client.transition_study(study_id, "START")
+
+    def account_currency(self, spec: BatchSpec) -> str:
+        return str(self.client.me().get("currency_code", "")).upper()
 
     def reject(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str, category: str) -> None:
         check_rejection(feedback, category)

@@ -71,7 +71,23 @@ class CrowdProvider(Protocol):
 
     def approve(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None: ...
 
+    def approve_many(self, spec: BatchSpec, *, assignment_ids: list[str], feedback: str) -> None: ...
+
+    def session_owner(self, spec: BatchSpec, *, assignment_id: str) -> tuple[str, str] | None: ...
+
     def reject(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str, category: str) -> None: ...
+
+    def overturn(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None: ...
+
+    def request_return(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, reasons: list[str]) -> None: ...
+
+    def add_places(self, spec: BatchSpec, *, task_external_id: str, extra: int, token: str) -> None: ...
+
+    def pause(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None: ...
+
+    def resume(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None: ...
+
+    def account_currency(self, spec: BatchSpec) -> str: ...
 
     def bonus_already_paid(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, amount_cents: int) -> bool: ...
 
@@ -114,8 +130,29 @@ class ManualProvider:
     def approve(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None:
         return None
 
+    def approve_many(self, spec: BatchSpec, *, assignment_ids: list[str], feedback: str) -> None:
+        return None
+
     def reject(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str, category: str) -> None:
         return None
+
+    def overturn(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, feedback: str) -> None:
+        return None
+
+    def request_return(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, reasons: list[str]) -> None:
+        return None
+
+    def add_places(self, spec: BatchSpec, *, task_external_id: str, extra: int, token: str) -> None:
+        return None
+
+    def pause(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None:
+        return None
+
+    def resume(self, spec: BatchSpec, *, task_external_ids: list[str]) -> None:
+        return None
+
+    def account_currency(self, spec: BatchSpec) -> str:
+        return str(spec.params.get("currency", ""))
 
     def bonus_already_paid(self, spec: BatchSpec, *, assignment_id: str, worker_id: str, amount_cents: int) -> bool:
         return False
@@ -133,17 +170,3 @@ class ManualProvider:
 
     def notify(self, spec: BatchSpec, *, worker_ids: list[str], subject: str, message: str) -> int:
         return 0
-
-
-def provider_for(platform: str) -> CrowdProvider:
-    if platform == "mturk":
-        from annotations.crowd.mturk import MTurkProvider
-
-        return MTurkProvider()
-    if platform == "prolific":
-        from annotations.crowd.prolific import ProlificProvider
-
-        return ProlificProvider()
-    if platform == "manual":
-        return ManualProvider()
-    raise CrowdPlatformError(f"unknown crowd platform {platform!r}")

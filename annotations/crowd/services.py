@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from annotations.crowd import selectors
 from annotations.crowd.costs import MTURK_MAX_ASSIGNMENTS_AT_BASE_FEE, PROLIFIC_FEE_RATE, mturk_fee_rate
+from annotations.crowd.mturk import check_public_url
+from annotations.crowd.platforms import provider_for
 from annotations.crowd.prolific import REJECTION_CATEGORIES, check_rejection
-from annotations.crowd.providers import CrowdPlatformError, CrowdProvider, RemoteSubmission, provider_for
-from annotations.crowd.review import FAILING_FLAGS, AnnotatorFacts, submission_flags, verdict
+from annotations.crowd.providers import CrowdPlatformError, CrowdProvider, RemoteSubmission
+from annotations.crowd.review import FAILING_FLAGS, KEPT_FLAGS, AnnotatorFacts, submission_flags, verdict
 from annotations.models import Annotator, BlockedWorker, CrowdBatch, CrowdPlatform, CrowdSubmission, CrowdTask, Study
 from evalsite.jobs import NO_PROGRESS, Progress
 
@@ -65,6 +69,14 @@ def crowd_batch_create(
         )
     if platform != CrowdPlatform.MTURK and n_tasks != 1:
         raise CrowdPlatformError("a Prolific or manual batch is one study: n_tasks must be 1 (set its places instead)")
+    if platform == CrowdPlatform.MANUAL and not str(params.get("prolific_study_id", "")).strip():
+        raise CrowdPlatformError(
+            "a manual batch needs the id of the study you made on the platform (prolific_study_id): "
+            "entries are admitted only with that STUDY_ID"
+        )
+    if platform in (CrowdPlatform.PROLIFIC, CrowdPlatform.MANUAL) and not params.get("screenout_code"):
+        # Sent back by a participant for whom no work is left (the study is full for them).
+        params["screenout_code"] = secrets.token_hex(4).upper()
     if fee_rate is None:
         fee_rate = default_fee_rate(
             platform=platform, assignments_per_task=assignments_per_task, masters=bool(params.get("masters"))
@@ -112,6 +124,12 @@ def crowd_batch_launch(
     batch.refresh_from_db()
     if batch.status not in LAUNCHABLE:
         return batch
+    if batch.platform == CrowdPlatform.MTURK:
+        try:
+            check_public_url(settings.EVALSITE_PUBLIC_URL)  # before any request goes out
+        except CrowdPlatformError as exc:
+            CrowdBatch.objects.filter(pk=batch.pk).update(status=CrowdBatch.Status.FAILED, last_error=str(exc))
+            raise
     provider = _provider(batch, provider)
     CrowdBatch.objects.filter(pk=batch.pk).update(status=CrowdBatch.Status.LAUNCHING, last_error="")
     batch.status = CrowdBatch.Status.LAUNCHING
@@ -126,6 +144,11 @@ def crowd_batch_launch(
             batch.external_id = prepared.external_id
             batch.exclusion_qualification_id = prepared.exclusion_qualification_id or batch.exclusion_qualification_id
             batch.save(update_fields=["external_id", "exclusion_qualification_id"])
+        if not (batch.params or {}).get("currency"):
+            currency = provider.account_currency(selectors.batch_spec(batch))
+            if currency:
+                batch.params = {**(batch.params or {}), "currency": currency}
+                batch.save(update_fields=["params"])
         tasks = _record_intents(batch)
         spec = selectors.batch_spec(batch)
         for done, task in enumerate(tasks):
@@ -175,7 +198,9 @@ def _task_record_created(task: CrowdTask, external_id: str) -> None:
 # -- sync ------------------------------------------------------------------------------------------------------
 
 
-def _facts(annotator: Annotator | None) -> AnnotatorFacts:
+def _facts(annotator: Annotator | None, *, duplicate: bool = False) -> AnnotatorFacts:
+    if duplicate:
+        return AnnotatorFacts(found=False, duplicate=True)
     if annotator is None:
         return AnnotatorFacts(found=False)
     flags = annotator.flags or {}
@@ -188,10 +213,25 @@ def _facts(annotator: Annotator | None) -> AnnotatorFacts:
     )
 
 
-def _match_annotator(batch: CrowdBatch, remote: RemoteSubmission) -> Annotator | None:
+def _match_annotator(batch: CrowdBatch, remote: RemoteSubmission) -> tuple[Annotator | None, bool]:
+    """The annotator behind a submission, and whether the submission is a worker's second one.
+
+    A submission matches the annotator who entered with its assignment (MTurk assignmentId, Prolific
+    SESSION_ID). A worker's other assignment in the same study matches nobody: it is flagged duplicate_worker,
+    so the one session is never approved or bonused twice. Only an annotator who entered without an assignment
+    id is matched by worker id alone.
+    """
     source = batch.platform if batch.platform != CrowdPlatform.MANUAL else batch.params.get("annotator_source", "")
     candidates = Annotator.objects.filter(study=batch.study, source=source, external_id=remote.worker_id)
-    return candidates.filter(external_assignment_id=remote.assignment_id).first() or candidates.first()
+    exact = candidates.filter(external_assignment_id=remote.assignment_id).first()
+    if exact is not None:
+        return exact, False
+    other = candidates.first()
+    if other is None:
+        return None, False
+    if other.external_assignment_id:
+        return None, True
+    return other, False
 
 
 def _manual_submissions(batch: CrowdBatch) -> list[RemoteSubmission]:
@@ -228,7 +268,7 @@ def crowd_batch_sync(
     created = updated = 0
     for done, remote in enumerate(remote_submissions):
         progress(done, len(remote_submissions), stage="matching submissions")
-        annotator = _match_annotator(batch, remote)
+        annotator, duplicate = _match_annotator(batch, remote)
         submission, was_created = CrowdSubmission.objects.get_or_create(
             batch=batch,
             external_assignment_id=remote.assignment_id,
@@ -238,7 +278,8 @@ def crowd_batch_sync(
         submission.task = tasks.get(remote.task_external_id) or submission.task
         submission.annotator = annotator
         submission.platform_status = remote.platform_status
-        submission.flags = submission_flags(_facts(annotator))
+        kept = {name: True for name in KEPT_FLAGS if (submission.flags or {}).get(name)}
+        submission.flags = {**submission_flags(_facts(annotator, duplicate=duplicate)), **kept}
         if batch.platform != CrowdPlatform.MANUAL or was_created:
             submission.status = remote.status
         submission.submitted_at = remote.submitted_at or submission.submitted_at
@@ -269,11 +310,40 @@ def _check_reviewable(submission: CrowdSubmission) -> bool:
     return submission.status == CrowdSubmission.Status.SUBMITTED
 
 
+def _same_person_in_study(submission: CrowdSubmission):
+    """The worker's other submissions for the same study, on the same platform (any batch of it)."""
+    return CrowdSubmission.objects.filter(
+        batch__study_id=submission.batch.study_id,
+        batch__platform=submission.batch.platform,
+        worker_id=submission.worker_id,
+    ).exclude(pk=submission.pk)
+
+
+def _check_one_payment(submission: CrowdSubmission, *, what: str) -> None:
+    """One payment per person per study: a second assignment of a worker is never approved or bonused."""
+    if (submission.flags or {}).get("duplicate_worker"):
+        raise CrowdPlatformError(
+            f"{submission.worker_id} did this study in another assignment; {what} refused (one payment per "
+            "person): reject this one with a reason, or ask the worker to return it"
+        )
+    others = _same_person_in_study(submission)
+    paid = (
+        others.filter(status=CrowdSubmission.Status.APPROVED) if what == "approval" else others.exclude(bonus_token="")
+    )
+    first = paid.first()
+    if first is not None:
+        raise CrowdPlatformError(
+            f"{submission.worker_id} already has a{'n approval' if what == 'approval' else ' bonus'} for this study "
+            f"(assignment {first.external_assignment_id}); {what} refused: one payment per person"
+        )
+
+
 def crowd_submission_approve(
     *, submission: CrowdSubmission, feedback: str = "", provider: CrowdProvider | None = None
 ) -> bool:
     if not _check_reviewable(submission):
         return False
+    _check_one_payment(submission, what="approval")
     batch = submission.batch
     _provider(batch, provider).approve(
         selectors.batch_spec(batch),
@@ -338,6 +408,8 @@ def crowd_submission_bonus(
     submission.refresh_from_db()
     if submission.bonus_paid_at is not None:
         return False
+    if not submission.bonus_token:
+        _check_one_payment(submission, what="bonus")
     batch = submission.batch
     provider = _provider(batch, provider)
     spec = selectors.batch_spec(batch)
@@ -387,6 +459,10 @@ def crowd_submission_mark_bonus_paid(*, submission: CrowdSubmission) -> None:
     submission.save(update_fields=["bonus_paid_at"])
 
 
+class CrowdActionsFailed(CrowdPlatformError):
+    """Some submissions of a bulk action failed; the job shows it as failed, with who and why in one line."""
+
+
 def crowd_submissions_act(
     *,
     submissions: Iterable[CrowdSubmission],
@@ -397,12 +473,18 @@ def crowd_submissions_act(
     provider: CrowdProvider | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> dict[str, Any]:
-    """Approve, reject or bonus many submissions; one failure is counted and the rest go on."""
+    """Approve, reject or bonus many submissions; one failure is counted and the rest go on.
+
+    ``skipped`` lists who was left alone and why (already decided, bonus paid before), ``errors`` who failed.
+    """
     submissions = list(submissions)
     if action == "reject" and submissions:
         clean_rejection(platform=submissions[0].batch.platform, feedback=feedback, category=category)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     errors: list[str] = []
+    skipped: list[str] = []
+    if action == "approve" and submissions and submissions[0].batch.platform == CrowdPlatform.PROLIFIC:
+        submissions = _approve_in_bulk(submissions, feedback, provider, counts, errors, skipped)
     for done, submission in enumerate(submissions):
         progress(done, len(submissions), stage=f"{action} submissions")
         try:
@@ -416,17 +498,101 @@ def crowd_submissions_act(
                 acted = crowd_submission_bonus(
                     submission=submission, amount_cents=amount_cents, reason=feedback, provider=provider
                 )
+            elif action == "request_return":
+                acted = crowd_submission_request_return(submission=submission, reasons=[feedback], provider=provider)
+            elif action == "overturn":
+                acted = crowd_submission_overturn(submission=submission, feedback=feedback, provider=provider)
             else:
                 raise CrowdPlatformError(f"unknown action {action!r}")
         except Exception as exc:
-            logger.exception("%s of submission %s failed", action, submission.pk)
+            logger.warning("%s of submission %s failed: %s", action, submission.pk, exc)
             counts["failed"] += 1
             if len(errors) < 20:
-                errors.append(f"{submission.worker_id}: {exc}")
+                errors.append(f"{submission.worker_id}: {' '.join(str(exc).split())}")
             continue
+        if not acted:
+            skipped.append(f"{submission.worker_id}: {_why_skipped(submission, action)}")
         counts["done" if acted else "skipped"] += 1
-    progress(len(submissions), len(submissions), stage=f"{action} submissions")
-    return {**counts, "errors": errors}
+    summary = action_summary(action, counts, errors, skipped)
+    progress(len(submissions), len(submissions), stage=f"{action} submissions", message=summary)
+    return {**counts, "errors": errors, "skipped_why": skipped[:20], "summary": summary}
+
+
+def _approve_in_bulk(
+    submissions: list[CrowdSubmission],
+    feedback: str,
+    provider: CrowdProvider | None,
+    counts: dict[str, int],
+    errors: list[str],
+    skipped: list[str],
+) -> list[CrowdSubmission]:
+    """Prolific: check each submission, approve the good ones in one bulk call; returns what is left to do."""
+    ready: list[CrowdSubmission] = []
+    workers: set[str] = set()
+    for submission in submissions:
+        if not _check_reviewable(submission):
+            counts["skipped"] += 1
+            skipped.append(f"{submission.worker_id}: {_why_skipped(submission, 'approve')}")
+            continue
+        try:
+            _check_one_payment(submission, what="approval")
+            if submission.worker_id in workers:
+                raise CrowdPlatformError(f"{submission.worker_id} is twice in this approval; one payment per person")
+        except CrowdPlatformError as exc:
+            counts["failed"] += 1
+            errors.append(f"{submission.worker_id}: {exc}")
+            continue
+        workers.add(submission.worker_id)
+        ready.append(submission)
+    if not ready:
+        return []
+    batch = ready[0].batch
+    try:
+        _provider(batch, provider).approve_many(
+            selectors.batch_spec(batch), assignment_ids=[s.external_assignment_id for s in ready], feedback=feedback
+        )
+    except CrowdPlatformError as exc:
+        logger.warning("bulk approval failed (%s); approving one by one", exc)
+        return ready  # the loop approves them one at a time, each with its own outcome
+    now = timezone.now()
+    for submission in ready:
+        submission.status = CrowdSubmission.Status.APPROVED
+        submission.feedback = feedback
+        submission.reviewed_at = now
+        submission.save(update_fields=["status", "feedback", "reviewed_at"])
+    counts["done"] += len(ready)
+    return []
+
+
+def _why_skipped(submission: CrowdSubmission, action: str) -> str:
+    if action == "bonus":
+        return "bonus paid before"
+    return f"already {submission.status}"
+
+
+def action_summary(action: str, counts: dict[str, int], errors: list[str], skipped: list[str]) -> str:
+    """One line for the job: what was done, what was skipped and why, who failed and why."""
+    line = f"{action}: {counts['done']} done"
+    if counts["skipped"]:
+        line += f", {counts['skipped']} skipped ({'; '.join(skipped[:5])})"
+    if counts["failed"]:
+        line += f", {counts['failed']} failed ({'; '.join(errors[:5])})"
+    return line
+
+
+def raise_if_failed(result: dict[str, Any]) -> dict[str, Any]:
+    """For jobs: a bulk action with failures ends the job as failed, its summary as the message."""
+    if result.get("failed"):
+        raise CrowdActionsFailed(result.get("summary") or f"{result['failed']} failed")
+    return result
+
+
+def rejection_reasons(flags: dict[str, bool]) -> tuple[str, ...]:
+    return tuple(flag for flag in FAILING_FLAGS if (flags or {}).get(flag))
+
+
+# Prolific's category for each ground of rejection (MTurk has no categories).
+REASON_CATEGORY = {"attention_failed": "FAILED_CHECK", "incomplete": "NO_DATA"}
 
 
 def crowd_batch_review(
@@ -439,32 +605,57 @@ def crowd_batch_review(
     category: str = "",
     provider: CrowdProvider | None = None,
     progress: Progress = NO_PROGRESS,
-) -> dict[str, int]:
-    """Approve submissions with no flag, reject those with a failing flag; suspect ones wait for a person."""
+) -> dict[str, Any]:
+    """Approve submissions with no flag, reject those with a failing flag; suspect ones wait for a person.
+
+    Each rejected worker is told their own reasons (unless ``reject_feedback`` is given for all). On Prolific,
+    work that is only unfinished is not rejected: the participant is asked to return it, as Prolific asks.
+    """
     pending = list(batch.submissions.filter(status=CrowdSubmission.Status.SUBMITTED).select_related("batch"))
     passing = [s for s in pending if verdict(s.flags or {}) == "approve"]
     failing = [s for s in pending if verdict(s.flags or {}) == "reject"]
-    result = {"approved": 0, "rejected": 0, "left_for_review": len(pending)}
+    result: dict[str, Any] = {"approved": 0, "rejected": 0, "returns_requested": 0, "left_for_review": len(pending)}
+    outcomes: list[dict[str, Any]] = []
     if reject_failing and failing:
-        if not reject_feedback:
-            reasons = sorted({flag for s in failing for flag in s.flags if flag in FAILING_FLAGS})
-            reject_feedback = default_rejection_feedback(reasons)
-        counts = crowd_submissions_act(
-            submissions=failing,
-            action="reject",
-            feedback=reject_feedback,
-            category=category,
-            provider=provider,
-            progress=progress,
-        )
-        result["rejected"] = counts["done"]
+        groups: dict[tuple[str, ...], list[CrowdSubmission]] = {}
+        for submission in failing:
+            groups.setdefault(rejection_reasons(submission.flags), []).append(submission)
+        for reasons, members in groups.items():
+            if batch.platform == CrowdPlatform.PROLIFIC and reasons == ("incomplete",):
+                counts = crowd_submissions_act(
+                    submissions=members,
+                    action="request_return",
+                    feedback=RETURN_REASON,
+                    provider=provider,
+                    progress=progress,
+                )
+                result["returns_requested"] += counts["done"]
+            else:
+                counts = crowd_submissions_act(
+                    submissions=members,
+                    action="reject",
+                    feedback=reject_feedback or default_rejection_feedback(list(reasons)),
+                    category=category or REASON_CATEGORY[reasons[0]],
+                    provider=provider,
+                    progress=progress,
+                )
+                result["rejected"] += counts["done"]
+            outcomes.append(counts)
     if approve_passing and passing:
         counts = crowd_submissions_act(
             submissions=passing, action="approve", feedback=approve_feedback, provider=provider, progress=progress
         )
         result["approved"] = counts["done"]
+        outcomes.append(counts)
     result["left_for_review"] = batch.submissions.filter(status=CrowdSubmission.Status.SUBMITTED).count()
+    result["failed"] = sum(counts["failed"] for counts in outcomes)
+    result["skipped"] = sum(counts["skipped"] for counts in outcomes)
+    result["summary"] = " | ".join(counts["summary"] for counts in outcomes) or "nothing to review"
+    progress(1, 1, stage="review", message=result["summary"])
     return result
+
+
+RETURN_REASON = "The study was not finished: not every screen was submitted."
 
 
 def default_rejection_feedback(reasons: list[str]) -> str:
@@ -479,6 +670,89 @@ def default_rejection_feedback(reasons: list[str]) -> str:
         + "; and ".join(parts)
         + ". These criteria were stated in the instructions. If you believe this is a mistake, please contact us."
     )
+
+
+def crowd_submission_overturn(
+    *, submission: CrowdSubmission, feedback: str = "", provider: CrowdProvider | None = None
+) -> bool:
+    """Approve a rejected submission after all (MTurk: ApproveAssignment with OverrideRejection)."""
+    if submission.status != CrowdSubmission.Status.REJECTED:
+        return False
+    _check_one_payment(submission, what="approval")
+    batch = submission.batch
+    _provider(batch, provider).overturn(
+        selectors.batch_spec(batch),
+        assignment_id=submission.external_assignment_id,
+        worker_id=submission.worker_id,
+        feedback=feedback,
+    )
+    submission.status = CrowdSubmission.Status.APPROVED
+    submission.feedback = feedback
+    submission.rejection_category = ""
+    submission.reviewed_at = timezone.now()
+    submission.save(update_fields=["status", "feedback", "rejection_category", "reviewed_at"])
+    return True
+
+
+def crowd_submission_request_return(
+    *, submission: CrowdSubmission, reasons: list[str], provider: CrowdProvider | None = None
+) -> bool:
+    """Ask the participant to return unfinished work (Prolific) instead of rejecting it."""
+    if not _check_reviewable(submission):
+        return False
+    batch = submission.batch
+    _provider(batch, provider).request_return(
+        selectors.batch_spec(batch),
+        assignment_id=submission.external_assignment_id,
+        worker_id=submission.worker_id,
+        reasons=reasons,
+    )
+    submission.flags = {**(submission.flags or {}), "return_requested": True}
+    submission.feedback = "; ".join(reasons)
+    submission.reviewed_at = timezone.now()
+    submission.save(update_fields=["flags", "feedback", "reviewed_at"])
+    return True
+
+
+def crowd_batch_refill(*, batch: CrowdBatch, provider: CrowdProvider | None = None) -> dict[str, int]:
+    """Add places for work that freed its place: rejected (MTurk), and rejected, returned or timed out (Prolific).
+
+    What each task may get is ``selectors.refill_plan``; the new total is stored on the task after the call and
+    sent as the request token (MTurk's UniqueRequestToken, Prolific's target place count), so a retry after a
+    lost answer adds nothing twice.
+    """
+    provider = _provider(batch, provider)
+    spec = selectors.batch_spec(batch)
+    added = 0
+    for task, extra in selectors.refill_plan(batch):
+        new_total = task.max_assignments + extra
+        provider.add_places(
+            spec, task_external_id=task.external_id, extra=extra, token=f"{task.intent_key}-refill-{new_total}"
+        )
+        CrowdTask.objects.filter(pk=task.pk).update(max_assignments=new_total)
+        added += extra
+    return {"added": added}
+
+
+def crowd_batch_pause(*, batch: CrowdBatch, provider: CrowdProvider | None = None) -> CrowdBatch:
+    """Stop new participants for a while (Prolific PAUSE); ``crowd_batch_resume`` starts it again."""
+    if batch.status != CrowdBatch.Status.LIVE:
+        raise CrowdPlatformError(f"only a live batch can be paused; this one is {batch.status}")
+    task_ids = list(batch.tasks.exclude(external_id="").values_list("external_id", flat=True))
+    _provider(batch, provider).pause(selectors.batch_spec(batch), task_external_ids=task_ids)
+    batch.status = CrowdBatch.Status.PAUSED
+    batch.save(update_fields=["status"])
+    return batch
+
+
+def crowd_batch_resume(*, batch: CrowdBatch, provider: CrowdProvider | None = None) -> CrowdBatch:
+    if batch.status != CrowdBatch.Status.PAUSED:
+        raise CrowdPlatformError(f"only a paused batch can be resumed; this one is {batch.status}")
+    task_ids = list(batch.tasks.exclude(external_id="").values_list("external_id", flat=True))
+    _provider(batch, provider).resume(selectors.batch_spec(batch), task_external_ids=task_ids)
+    batch.status = CrowdBatch.Status.LIVE
+    batch.save(update_fields=["status"])
+    return batch
 
 
 # -- expire, notify, block -------------------------------------------------------------------------------------
@@ -520,11 +794,6 @@ def blocked_worker_add(*, platform: str, worker_id: str, reason: str = "") -> Bl
     blocked.full_clean()
     blocked.save()
     return blocked
-
-
-def blocked_worker_remove(*, platform: str, worker_id: str) -> bool:
-    deleted, _ = BlockedWorker.objects.filter(platform=platform, worker_id=worker_id).delete()
-    return bool(deleted)
 
 
 # -- jobs --------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class CrowdBatch(models.Model):
         DRAFT = "draft", "draft"
         LAUNCHING = "launching", "launching"
         LIVE = "live", "live"
+        PAUSED = "paused", "paused"
         EXPIRED = "expired", "expired"
         COMPLETED = "completed", "completed"
         FAILED = "failed", "failed"

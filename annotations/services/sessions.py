@@ -44,13 +44,39 @@ class NoWorkLeft(SessionError):
     status = 409
 
 
-def _worker_is_excluded(study: Study, source: str, external_id: str) -> bool:
-    """Crowd workers who took part in an earlier batch are shut out (the crowd app decides who)."""
+class EntryRefused(SessionError):
+    status = 403
+
+
+BLOCKED_MESSAGE = (
+    "This study is not open to your account. If you think this is a mistake, please write to the researchers."
+)
+TOOK_PART_MESSAGE = "You have taken part in this study already, so you cannot take part again."
+
+
+def _crowd_entry_batch_id(study: Study, source: str, external_id: str, external_assignment_id: str, data: dict) -> int:
+    """The launched crowd batch behind an MTurk or Prolific entry, or a refusal (the crowd app decides)."""
+    from annotations.crowd import entry
+    from annotations.crowd.selectors import exclusion_reason
+
     try:
-        from annotations.crowd.selectors import worker_is_excluded
-    except ImportError:
-        return False
-    return worker_is_excluded(study=study, platform=source, worker_id=external_id)
+        batch = entry.entry_batch(
+            study=study, source=source, worker_id=external_id, assignment_id=external_assignment_id, platform_data=data
+        )
+    except entry.EntryRefused as exc:
+        raise EntryRefused(str(exc)) from exc
+    reason = exclusion_reason(study=study, platform=source, worker_id=external_id)
+    if reason:
+        raise WorkerExcluded(BLOCKED_MESSAGE if reason == "blocked" else TOOK_PART_MESSAGE)
+    if batch.params.get("screenout_code"):
+        data["screenout_code"] = batch.params["screenout_code"]  # shown if no work is left for them
+    return batch.pk
+
+
+def _crowd_exclude_after_entry(batch_id: int, worker_id: str) -> None:
+    from annotations.crowd.entry import crowd_worker_exclude_at_entry
+
+    crowd_worker_exclude_at_entry(batch_id=batch_id, worker_id=worker_id)
 
 
 def annotator_enter(
@@ -61,7 +87,11 @@ def annotator_enter(
     external_assignment_id: str = "",
     platform_data: dict[str, Any] | None = None,
 ) -> Annotator:
-    """Find or create the annotator behind an entry link; a returning annotator resumes their session."""
+    """Find or create the annotator behind an entry link; a returning annotator resumes their session.
+
+    A new MTurk or Prolific annotator needs a launched batch of the study behind the entry (a HIT or Prolific
+    study of it, an assignment no other worker used); otherwise nothing is stored and EntryRefused says why.
+    """
     external_id = external_id.strip()
     if not external_id or len(external_id) > 128:
         raise SessionError("missing or malformed participant id")
@@ -70,14 +100,17 @@ def annotator_enter(
         return existing
     if study.status != Study.Status.OPEN:
         raise StudyNotOpen("this study is not taking participants now")
-    if source != Annotator.Source.LINK and _worker_is_excluded(study, source, external_id):
-        raise WorkerExcluded("you have taken part in this study already, so you cannot take part again")
+    platform_data = dict(platform_data or {})
+    batch_id = None
+    if source != Annotator.Source.LINK:
+        batch_id = _crowd_entry_batch_id(study, source, external_id, external_assignment_id, platform_data)
+        platform_data["batch_id"] = batch_id
     annotator = Annotator(
         study=study,
         source=source,
         external_id=external_id,
         external_assignment_id=external_assignment_id[:128],
-        platform_data=platform_data or {},
+        platform_data=platform_data,
         assignment_seed=secrets.randbits(62),
     )
     annotator.full_clean()
@@ -87,6 +120,8 @@ def annotator_enter(
     except IntegrityError:
         # Two tabs entering at once: the other one won, use its row.
         return Annotator.objects.get(study=study, source=source, external_id=external_id)
+    if batch_id is not None and source == Annotator.Source.MTURK:
+        transaction.on_commit(lambda: _crowd_exclude_after_entry(batch_id, external_id))
     return annotator
 
 

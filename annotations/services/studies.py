@@ -7,7 +7,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 
 from annotations.csvfiles import ExplanationRow, matching_key, read_explanation_csv
 from annotations.models import Condition, Construct, Explanation, Item, Study
@@ -338,7 +337,3 @@ def study_readiness_problems(study: Study) -> list[str]:
     if empty:
         problems.append(f"conditions without explanations: {', '.join(empty)}")
     return problems
-
-
-def current_explanations(study: Study):
-    return Explanation.objects.filter(Q(item__study=study) & Q(is_current=True))

@@ -55,3 +55,47 @@ def build_study(
                 provenance={"test": True},
             )
     return study_open(study=study)
+
+
+class _FixedIdsProvider:
+    """A platform that hands out the given task ids (HIT ids or one Prolific study id) and does nothing else."""
+
+    bonus_retry_safe = True
+
+    def __init__(self, platform: str, external_ids: list[str]) -> None:
+        from annotations.crowd.providers import ManualProvider
+
+        self.platform = platform
+        self._ids = list(external_ids)
+        self._manual = ManualProvider()
+
+    def prepare(self, spec):
+        from annotations.crowd.providers import PreparedBatch
+
+        return PreparedBatch(external_id=f"TYPE{spec.batch_id}" if self.platform == "mturk" else "")
+
+    def create_task(self, spec, *, intent_key: str, max_assignments: int) -> str:
+        return self._ids.pop(0)
+
+    def __getattr__(self, name):
+        return getattr(self._manual, name)
+
+
+def launch_crowd_batch(study: Study, *, platform: str, external_ids: list[str]):
+    """A crowd batch of the study launched through the real launch service, its tasks named ``external_ids``
+    (HIT ids for MTurk; the Prolific study id for Prolific; for a manual batch, the platform study id it
+    admits), as if the platform had made them."""
+    from django.test import override_settings
+
+    from annotations.crowd import services as crowd_services
+
+    batch = crowd_services.crowd_batch_create(
+        study=study,
+        platform=platform,
+        title=f"Rate {study.slug}",
+        reward_cents=100,
+        n_tasks=len(external_ids),
+        params={"prolific_study_id": external_ids[0]} if platform == "manual" else None,
+    )
+    with override_settings(EVALSITE_PUBLIC_URL="https://testserver"):  # MTurk takes HTTPS pages only
+        return crowd_services.crowd_batch_launch(batch=batch, provider=_FixedIdsProvider(platform, external_ids))

@@ -233,7 +233,9 @@ def test_report_page_runs_the_job_caches_the_report_and_reruns_after_new_ratings
     url = reverse("annotations:report", args=[study.slug])
 
     first = admin_client.get(url)
-    assert first.status_code == 200
+    assert first.status_code == 200 and "Run the analysis" in first.content.decode()
+    assert not AnalysisReport.objects.exists(), "a GET starts nothing"
+    assert admin_client.post(url).status_code == 302
     report = AnalysisReport.objects.get(study=study)
     assert report.job is not None and report.job.params == {"report_id": report.pk, "n_boot": N_BOOT}
     assert wait_for(report.job).status == Job.Status.DONE, report.job.error
@@ -255,7 +257,9 @@ def test_report_page_runs_the_job_caches_the_report_and_reruns_after_new_ratings
     assert "sandbox" in download["Content-Security-Policy"]
 
     rate_as(study, "latecomer", seed=7)
-    admin_client.get(url)
+    assert "No analysis of the current ratings yet" in admin_client.get(url).content.decode()
+    assert Job.objects.count() == 1
+    admin_client.post(url)
     assert Job.objects.count() == 2, "a new rating makes the stored report stale"
     newest = AnalysisReport.objects.filter(study=study).latest("pk")
     assert newest.pk != report.pk

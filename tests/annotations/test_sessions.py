@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from annotations.models import Annotator, Assignment, Rating
 from annotations.tokens import annotator_token, invite_token
-from tests.annotations.factories import build_study
+from tests.annotations.factories import build_study, launch_crowd_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -222,6 +222,7 @@ def test_pair_mode_rates_both_sides_and_stores_the_preference(client):
 def test_mturk_preview_cannot_submit_and_completion_posts_the_assignment_id(client, settings):
     settings.MTURK_SUBMIT_ORIGINS = ["https://workersandbox.mturk.com"]
     study = build_study(per_annotator=4)
+    launch_crowd_batch(study, platform="mturk", external_ids=["H1"])
     preview = client.get(
         reverse("annotations:mturk", args=[study.slug]), {"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H1"}
     )
@@ -254,6 +255,7 @@ def test_mturk_preview_cannot_submit_and_completion_posts_the_assignment_id(clie
 
 def test_prolific_redirect_carries_the_completion_code(client):
     study = build_study(per_annotator=4)
+    launch_crowd_batch(study, platform="manual", external_ids=["S1"])  # a Prolific study made by hand
     entry = client.get(
         reverse("annotations:prolific", args=[study.slug]),
         {"PROLIFIC_PID": "5f1a2b3c4d", "STUDY_ID": "S1", "SESSION_ID": "X1"},

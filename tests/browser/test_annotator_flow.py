@@ -14,7 +14,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from annotations.models import Annotator, Assignment, Rating, Study
 from annotations.tokens import invite_token
-from tests.annotations.factories import build_study
+from tests.annotations.factories import build_study, launch_crowd_batch
 from tests.browser.conftest import STEP_TIMEOUT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -387,6 +387,7 @@ def test_pair_mode_rates_both_explanations_of_four_pairs_and_stores_each_prefere
 
 def test_mturk_preview_offers_nothing_to_submit(live_server, page: Page, screenshot):
     study = build_study(slug="preview-browser", per_annotator=4)
+    launch_crowd_batch(study, platform="mturk", external_ids=["H1"])
     query = urlencode({"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H1"})
     page.goto(f"{live_server.url}{reverse('annotations:mturk', args=[study.slug])}?{query}")
 
@@ -402,6 +403,7 @@ def test_mturk_worker_submits_the_hit_and_turk_submit_to_receives_the_assignment
 ):
     settings.MTURK_SUBMIT_ORIGINS = [mturk_submit_recorder.origin]
     study = build_study(slug="hit-browser", per_annotator=4)
+    launch_crowd_batch(study, platform="mturk", external_ids=["H1"])
     query = urlencode(
         {"assignmentId": "A1", "hitId": "H1", "workerId": "W1", "turkSubmitTo": mturk_submit_recorder.origin}
     )

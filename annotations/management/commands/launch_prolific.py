@@ -29,6 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--exclusion-group", default="")
         parser.add_argument("--fee-rate", default="", help="Override the platform fee (default 0.333).")
         parser.add_argument("--manual", action="store_true", help="Create a manual batch: print link and codes.")
+        parser.add_argument(
+            "--prolific-study-id",
+            default="",
+            help="Manual batch: the id of the study you made on Prolific; only entries with that STUDY_ID are taken.",
+        )
         parser.add_argument("--yes", action="store_true", help="Confirm the cost shown.")
         parser.add_argument("--enqueue", action="store_true")
         parser.add_argument("--quiet", action="store_true")
@@ -62,6 +67,8 @@ class Command(BaseCommand):
         }
         if options["exclusion_group"]:
             params["exclusion_group"] = options["exclusion_group"]
+        if options["manual"]:
+            params["prolific_study_id"] = options["prolific_study_id"].strip()
         try:
             return services.crowd_batch_create(
                 study=study,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from annotations.models import Annotator
+from annotations.models import Annotator, CrowdBatch, CrowdTask
 from annotations.services.sessions import annotator_enter
 from tests.annotations.crowd.fake_mturk import FakeMTurkServer
 from tests.annotations.crowd.fake_prolific import TOKEN, FakeProlificServer
@@ -52,6 +52,17 @@ def prolific_server(crowd_settings):
     server.stop()
 
 
+def launched_entry_data(study, source: str) -> dict:
+    """The hitId or STUDY_ID a platform would pass for the study's earliest launched batch."""
+    if source == "mturk":
+        task = CrowdTask.objects.filter(batch__study=study, batch__platform="mturk").exclude(external_id="").first()
+        return {"hitId": task.external_id} if task else {}
+    batch = CrowdBatch.objects.filter(study=study, platform__in=("prolific", "manual")).order_by("id").first()
+    if batch is None:
+        return {}
+    return {"STUDY_ID": batch.external_id if batch.platform == "prolific" else batch.params.get("prolific_study_id")}
+
+
 def _code(study, finished: bool, attention_failures: int) -> str:
     if not finished:
         return ""
@@ -69,13 +80,17 @@ def participant(
     flags: dict | None = None,
     platform_data: dict | None = None,
 ) -> Annotator:
-    """An annotator entered through the real entry service, then given an outcome."""
+    """An annotator entered through the real entry service, then given an outcome.
+
+    Unless ``platform_data`` names it, the entry comes through the study's first launched HIT (MTurk) or its
+    Prolific study (the batch's id, or the manual batch's given id), as a real one must.
+    """
     annotator = annotator_enter(
         study=study,
         source=source,
         external_id=worker_id,
         external_assignment_id=assignment_id,
-        platform_data=platform_data or {},
+        platform_data={**launched_entry_data(study, source), **(platform_data or {})},
     )
     Annotator.objects.filter(pk=annotator.pk).update(
         finished_at=timezone.now() if finished else None,

@@ -44,6 +44,9 @@ class FakeMTurk:
 
     # -- helpers for tests ---------------------------------------------------------------------------------------
     def add_assignment(self, hit_id: str, worker_id: str, status: str = "Submitted") -> str:
+        """A worker accepts (and submits) the HIT; refused, like MTurk, once every assignment is taken."""
+        if len(self.assignments[hit_id]) >= self.hits[hit_id]["MaxAssignments"]:
+            raise FakeMTurkError(f"HIT {hit_id} has no assignment left")
         assignment_id = new_id()
         self.assignments[hit_id].append(
             {
@@ -143,7 +146,29 @@ class FakeMTurk:
         return {}
 
     def ApproveAssignment(self, body):
+        if body.get("OverrideRejection"):
+            assignment = self.assignment(body["AssignmentId"])
+            if assignment["AssignmentStatus"] != "Rejected":
+                raise FakeMTurkError("OverrideRejection can be used only on a rejected assignment")
+            assignment["AssignmentStatus"] = "Approved"
+            assignment["RequesterFeedback"] = body.get("RequesterFeedback", "")
+            return {}
         return self._review(body, "Approved")
+
+    def CreateAdditionalAssignmentsForHIT(self, body):
+        token = body.get("UniqueRequestToken")
+        if token and token in self.hit_tokens:
+            raise FakeMTurkError("There is already a request with this UniqueRequestToken.")
+        hit = self.hits[body["HITId"]]
+        extra = int(body["NumberOfAdditionalAssignments"])
+        if extra < 1:
+            raise FakeMTurkError("NumberOfAdditionalAssignments must be at least 1")
+        if hit["MaxAssignments"] < 10 <= hit["MaxAssignments"] + extra:
+            raise FakeMTurkError("HITs created with fewer than 10 assignments cannot be extended to 10 or more")
+        hit["MaxAssignments"] += extra
+        if token:
+            self.hit_tokens[token] = hit["HITId"]
+        return {}
 
     def RejectAssignment(self, body):
         return self._review(body, "Rejected")
@@ -197,6 +222,30 @@ class FakeMTurk:
         return True
 
 
+def model_problems(operation: str, body: dict[str, Any]) -> list[str]:
+    """What botocore's MTurk model says is wrong with a request: an unknown operation, missing or unknown members."""
+    import botocore.session
+
+    model = _service_model(botocore.session)
+    if operation not in model.operation_names:
+        return [f"{operation} is not an MTurk operation"]
+    shape = model.operation_model(operation).input_shape
+    members = set(shape.members) if shape is not None else set()
+    required = set(shape.required_members) if shape is not None else set()
+    return [f"missing {name}" for name in sorted(required - set(body))] + [
+        f"unknown member {name}" for name in sorted(set(body) - members)
+    ]
+
+
+_MODEL: list[Any] = []
+
+
+def _service_model(botocore_session):
+    if not _MODEL:
+        _MODEL.append(botocore_session.get_session().get_service_model("mturk"))
+    return _MODEL[0]
+
+
 class _Handler(BaseHTTPRequestHandler):
     service: FakeMTurk
 
@@ -208,6 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
         handler = getattr(self.service, operation, None) if target.startswith(TARGET_PREFIX) else None
         if handler is None or not operation[:1].isupper():
             return self._send(400, {"__type": "UnknownOperationException", "message": target})
+        problems = model_problems(operation, body)
+        if problems:
+            return self._send(400, {"__type": "ValidationException", "Message": "; ".join(problems)})
         with self.service.lock:
             self.service.calls.append((operation, body))
             try:

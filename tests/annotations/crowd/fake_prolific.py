@@ -18,9 +18,27 @@ def new_id() -> str:
     return secrets.token_hex(12)
 
 
+# The list endpoint's documented query parameters (anything else is refused, as a strict server would).
+SUBMISSION_LIST_PARAMS = {"study", "status", "page", "page_size", "ordering"}
+# The documented submission statuses.
+STATUSES = (
+    "ACTIVE",
+    "RESERVED",
+    "AWAITING REVIEW",
+    "APPROVED",
+    "PARTIALLY APPROVED",
+    "REJECTED",
+    "RETURNED",
+    "TIMED-OUT",
+    "SCREENED OUT",
+)
+
+
 class FakeProlific:
-    def __init__(self, page_size: int = 2) -> None:
-        self.page_size = page_size
+    def __init__(self, page_size: int = 2, currency: str = "GBP") -> None:
+        self.currency = currency
+        self.page_size = page_size  # the most the fake returns per page, whatever page_size asks for
+        self.returns: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.calls: list[tuple[str, str, Any]] = []
         self.studies: dict[str, dict[str, Any]] = {}
@@ -31,11 +49,13 @@ class FakeProlific:
         self.base = ""  # the server's own address: Prolific's next links are absolute
 
     def add_submission(self, study_id: str, participant_id: str, status: str = "AWAITING REVIEW") -> str:
+        assert status in STATUSES, status
         submission_id = new_id()
         self.submissions.setdefault(study_id, []).append(
             {
                 "id": submission_id,
                 "participant_id": participant_id,
+                "study_id": study_id,
                 "status": status,
                 "started_at": "2026-01-01T10:00:00Z",
                 "completed_at": "2026-01-01T10:20:00Z",
@@ -65,19 +85,63 @@ class FakeProlific:
             return 200, {"results": list(self.studies.values()), "_links": {"next": {"href": None}}}
         if match := re.fullmatch(r"/api/v1/studies/(\w+)/", path):
             study = self.studies.get(match.group(1))
-            return (200, study) if study else (404, {"error": "no such study"})
+            if study is None:
+                return 404, {"error": "no such study"}
+            if method == "PATCH":
+                places = int(body.get("total_available_places", study["total_available_places"]))
+                if places < study["total_available_places"]:
+                    return 400, {"error": {"detail": "places can only be increased"}}
+                study["total_available_places"] = places
+            return 200, study
         if match := re.fullmatch(r"/api/v1/studies/(\w+)/transition/", path):
             study = self.studies[match.group(1)]
-            study["status"] = {"PUBLISH": "ACTIVE", "STOP": "AWAITING REVIEW", "PAUSE": "PAUSED"}[body["action"]]
+            allowed = {
+                "PUBLISH": ("UNPUBLISHED",),
+                "PAUSE": ("ACTIVE",),
+                "START": ("PAUSED",),
+                "STOP": ("ACTIVE", "PAUSED"),
+            }
+            if study["status"] not in allowed[body["action"]]:
+                return 400, {"error": {"detail": f"cannot {body['action']} a study that is {study['status']}"}}
+            study["status"] = {"PUBLISH": "ACTIVE", "STOP": "AWAITING REVIEW", "PAUSE": "PAUSED", "START": "ACTIVE"}[
+                body["action"]
+            ]
             return 200, study
-        if match := re.fullmatch(r"/api/v1/studies/(\w+)/submissions/", path):
-            items = self.submissions.get(match.group(1), [])
-            offset = int(query.get("offset", ["0"])[0])
-            page = items[offset : offset + self.page_size]
+        if method == "GET" and path == "/api/v1/users/me/":
+            return 200, {"id": "researcher1", "currency_code": self.currency}
+        if method == "GET" and path == "/api/v1/submissions/":
+            unknown = set(query) - SUBMISSION_LIST_PARAMS
+            if unknown:
+                return 400, {"error": {"detail": f"unknown query parameters {sorted(unknown)}"}}
+            items = [s for sub in self.submissions.values() for s in sub]
+            if "study" in query:
+                items = self.submissions.get(query["study"][0], [])
+            page = int(query.get("page", ["1"])[0])
+            size = min(int(query.get("page_size", ["20"])[0]), self.page_size)
+            chunk = items[(page - 1) * size : page * size]
             nxt = None
-            if offset + self.page_size < len(items):
-                nxt = f"{self.base}/api/v1/studies/{match.group(1)}/submissions/?offset={offset + self.page_size}"
-            return 200, {"results": page, "_links": {"next": {"href": nxt}}, "meta": {"count": len(items)}}
+            if page * size < len(items):
+                nxt = f"{self.base}/api/v1/submissions/?study={query.get('study', [''])[0]}&page={page + 1}"
+            return 200, {"results": chunk, "_links": {"next": {"href": nxt}}, "meta": {"count": len(items)}}
+        if method == "GET" and (match := re.fullmatch(r"/api/v1/submissions/(\w+)/", path)):
+            submission = self.submission(match.group(1))
+            return (200, submission) if submission else (404, {"error": {"detail": "Not found."}})
+        if method == "POST" and path == "/api/v1/submissions/bulk-approve/":
+            found = [self.submission(sid) for sid in body.get("submission_ids", [])]
+            if not body.get("study_id") or any(s is None or s["status"] != "AWAITING REVIEW" for s in found):
+                return 400, {"error": {"detail": "every submission must be awaiting review in the study"}}
+            for submission in found:
+                submission["status"] = "APPROVED"
+            return 200, "The request to bulk approve has been made successfully."
+        if match := re.fullmatch(r"/api/v1/submissions/(\w+)/request-return/", path):
+            submission = self.submission(match.group(1))
+            if submission is None or submission["status"] != "AWAITING REVIEW":
+                return 400, {"error": {"detail": "only a submission awaiting review can be asked back"}}
+            if not body.get("request_return_reasons"):
+                return 400, {"error": {"detail": "request_return_reasons is required"}}
+            submission["is_return_requested"] = True
+            self.returns.append({"id": match.group(1), **body})
+            return 200, submission
         if match := re.fullmatch(r"/api/v1/submissions/(\w+)/transition/", path):
             submission = self.submission(match.group(1))
             if submission is None:
@@ -123,6 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
 
     def _send(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()

@@ -107,7 +107,7 @@ def test_review_screen_bulk_actions_need_reasons(admin_client, study):
     batch = make_batch(study, platform="prolific")
     url = reverse("admin:annotations_crowdbatch_review", args=[batch.pk])
     page = admin_client.get(url)
-    assert [s.worker_id for s, _ in page.context["rows"]] == ["W0", "W1", "W2"]
+    assert [s.worker_id for s, _, _ in page.context["rows"]] == ["W0", "W1", "W2"]
     ids = list(batch.submissions.order_by("id").values_list("pk", flat=True))
 
     short = admin_client.post(
@@ -146,3 +146,60 @@ def test_block_list_admin_adds_through_the_service(admin_client):
     )
     assert response.status_code == 302
     assert BlockedWorker.objects.filter(worker_id="WBLOCK").exists()
+
+
+def test_the_review_screen_shows_each_workers_evidence(admin_client, mturk_server, client):
+    from annotations.crowd.selectors import worker_preview_url
+    from annotations.models import Annotator
+    from tests.annotations.crowd.test_entry import enter_hit
+    from tests.annotations.crowd.test_mturk_endpoint import launch
+    from tests.annotations.factories import build_study
+    from tests.annotations.test_sessions import DEMOGRAPHICS, current, screen_form
+
+    study = build_study(slug="evidence", per_annotator=4, attention_positions=[2])
+    batch = launch(study, n_tasks=1, assignments=3)
+    hit = batch.tasks.get().external_id
+    assignment = mturk_server.add_assignment(hit, "WSEEN")
+    url = enter_hit(client, study, hit, "WSEEN", assignment)["Location"]
+    client.post(url, {"action": "consent", "agree": "yes"})
+    client.post(url, {"action": "demographics", **DEMOGRAPHICS})
+    client.get(url)
+    annotator = Annotator.objects.get(external_id="WSEEN")
+    while (screen := current(annotator)) is not None:
+        client.get(url)
+        form = screen_form(annotator, screen, value=5)
+        if screen.kind == "attention":
+            form["attention"] = (screen.expected_value % 5) + 1  # the wrong answer
+        client.post(url, form)
+    assert annotator.assignments.filter(status="completed").count() == 5
+    services.crowd_batch_sync(batch=batch)
+
+    page = admin_client.get(reverse("admin:annotations_crowdbatch_review", args=[batch.pk]))
+    [(submission, suggested, evidence)] = page.context["rows"]
+    assert submission.worker_id == "WSEEN" and suggested == "reject"
+    assert (evidence.screens_done, evidence.screens_total) == (5, 5)
+    assert evidence.attention_failed == 1 and len(evidence.attention) == 1
+    assert evidence.median_seconds is not None
+    assert {name: values for name, values in evidence.ratings} == {
+        construct.name: [5, 5, 5, 5] for construct in study.constructs.all()
+    }
+    html = page.content.decode()
+    assert "5 / 5" in html and "✗" in html
+
+    progress = admin_client.get(reverse("admin:annotations_crowdbatch_progress", args=[batch.pk])).content.decode()
+    assert worker_preview_url(batch) == f"https://workersandbox.mturk.com/mturk/preview?groupId={batch.external_id}"
+    assert f'href="{worker_preview_url(batch)}"' in progress
+
+
+def test_a_prolific_participant_with_no_work_left_gets_the_screen_out_code(prolific_server, study, client):
+    from django.template.loader import render_to_string
+
+    from tests.annotations.crowd.conftest import participant
+    from tests.annotations.crowd.test_prolific import launch as launch_prolific
+
+    batch = launch_prolific(study)
+    session = prolific_server.add_submission(batch.external_id, "PLATE")
+    annotator = participant(study, source="prolific", worker_id="PLATE", assignment_id=session, finished=False)
+    assert annotator.platform_data["screenout_code"] == batch.params["screenout_code"]
+    html = render_to_string("annotations/no_work.html", {"annotator": annotator, "study": study})
+    assert f"cc={batch.params['screenout_code']}" in html

@@ -103,7 +103,19 @@ def test_prolific_commands(prolific_server, study):
 
 
 def test_manual_mode_prints_the_link_and_codes_and_syncs_finished_participants(crowd_settings, study):
-    output = run("launch_prolific", "--study", study.slug, "--places", "5", "--reward", "2.00", "--manual", "--quiet")
+    output = run(
+        "launch_prolific",
+        "--study",
+        study.slug,
+        "--places",
+        "5",
+        "--reward",
+        "2.00",
+        "--manual",
+        "--quiet",
+        "--prolific-study-id",
+        "64f0manualstudy",
+    )
     assert f"{PUBLIC_URL}/study/crowd-study/prolific/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}" in output
     assert study.completion_code in output
     participant(study, source="prolific", worker_id="PMANUAL", assignment_id="S1")
@@ -112,3 +124,26 @@ def test_manual_mode_prints_the_link_and_codes_and_syncs_finished_participants(c
     assert list(batch.submissions.values_list("worker_id", "status")) == [("PMANUAL", "submitted")]
     run("review_prolific", "--study", study.slug, "--approve-passing", "--quiet")
     assert batch.submissions.get().status == "approved"
+
+
+def test_refill_and_pause_from_the_commands(prolific_server, mturk_server, study):
+    from annotations.crowd import services
+    from tests.annotations.crowd.test_mturk_endpoint import launch as launch_hits
+    from tests.annotations.crowd.test_prolific import launch as launch_prolific
+
+    hits = launch_hits(study, n_tasks=1, assignments=3)
+    hit = hits.tasks.get().external_id
+    bad = mturk_server.add_assignment(hit, "WBAD")
+    participant(study, source="mturk", worker_id="WBAD", assignment_id=bad, attention_failures=1)
+    run("sync_hits", "--batch", str(hits.pk), "--quiet")
+    services.crowd_batch_review(batch=hits, approve_passing=False, reject_failing=True)
+    run("sync_hits", "--batch", str(hits.pk), "--refill", "--quiet")
+    assert mturk_server.hits[hit]["MaxAssignments"] == 4
+
+    study_batch = launch_prolific(study)
+    run("sync_prolific", "--batch", str(study_batch.pk), "--pause", "--quiet")
+    assert prolific_server.studies[study_batch.external_id]["status"] == "PAUSED"
+    run("sync_prolific", "--batch", str(study_batch.pk), "--resume", "--quiet")
+    assert prolific_server.studies[study_batch.external_id]["status"] == "ACTIVE"
+    with pytest.raises(CommandError, match="only a paused batch can be resumed"):
+        run("sync_prolific", "--batch", str(study_batch.pk), "--resume", "--quiet")

@@ -49,3 +49,30 @@ def test_amounts_in_cents_refuse_fractions():
     assert cents_from_amount("1.50") == 150
     with pytest.raises(ValueError):
         cents_from_amount("1.505")
+
+
+def test_mturk_charges_its_ten_or_more_surcharge_on_rewards_only():
+    from annotations.crowd.selectors import cost_estimate
+
+    # The case: 2 HITs x 10 assignments x $0.75 and one $1.00 bonus.
+    cost = cost_estimate(
+        platform="mturk",
+        reward_cents=75,
+        n_tasks=2,
+        assignments_per_task=10,
+        fee_rate=mturk_fee_rate(assignments_per_hit=10),
+        planned_bonus_cents=100,
+        planned_bonus_count=1,
+    )
+    assert cost.reward_fees == Decimal("15.00") * Decimal("0.40")
+    assert cost.bonus_fee_rate == Decimal("0.20") and cost.bonus_fees == Decimal("0.20")
+    assert cost.total == Decimal("22.20")
+    prolific = cost_estimate(
+        platform="prolific",
+        reward_cents=75,
+        n_tasks=1,
+        assignments_per_task=20,
+        fee_rate=Decimal("0.333"),
+        planned_bonus_cents=100,
+    )
+    assert prolific.bonus_fee_rate == Decimal("0.333"), "Prolific's fee is the same on rewards and bonuses"

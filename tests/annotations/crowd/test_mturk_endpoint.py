@@ -107,10 +107,20 @@ def test_sync_review_bonus_and_exclusion_round_trip(mturk_server, study):
     assert mturk_server.grants[batch.exclusion_qualification_id] == {"WGOOD", "WSLOPPY", "WFAST", "WGHOST"}
 
     review = services.crowd_batch_review(batch=batch, approve_passing=True, reject_failing=True)
-    assert review == {"approved": 1, "rejected": 2, "left_for_review": 1}
+    assert {k: review[k] for k in ("approved", "rejected", "left_for_review", "failed")} == {
+        "approved": 1,
+        "rejected": 2,
+        "left_for_review": 1,
+        "failed": 0,
+    }
     assert mturk_server.assignment(good)["AssignmentStatus"] == "Approved"
     assert mturk_server.assignment(sloppy)["AssignmentStatus"] == "Rejected"
-    assert "instructed-response check" in mturk_server.assignment(sloppy)["RequesterFeedback"]
+    # Each worker is told their own reason, not the union of everyone's.
+    sloppy_feedback = mturk_server.assignment(sloppy)["RequesterFeedback"]
+    assert "instructed-response check" in sloppy_feedback and "not finished" not in sloppy_feedback
+    ghost = CrowdSubmission.objects.get(batch=batch, worker_id="WGHOST").external_assignment_id
+    ghost_feedback = mturk_server.assignment(ghost)["RequesterFeedback"]
+    assert "not finished" in ghost_feedback and "instructed-response" not in ghost_feedback
     assert mturk_server.assignment(fast)["AssignmentStatus"] == "Submitted", "suspect work waits for a person"
 
     submission = CrowdSubmission.objects.get(batch=batch, worker_id="WGOOD")
@@ -186,16 +196,17 @@ def test_a_worker_of_a_study_in_the_same_exclusion_group_is_turned_away(mturk_se
     assignment = mturk_server.add_assignment(first.tasks.get().external_id, "WOLD")
     participant(study, source="mturk", worker_id="WOLD", assignment_id=assignment)
     services.crowd_batch_sync(batch=first)
-    services.crowd_batch_create(
-        study=follow_up,
-        platform="mturk",
-        title="Follow-up",
-        reward_cents=100,
-        params={"exclusion_group": "crowd-study"},
-    )
+    second = launch(follow_up, n_tasks=1, exclusion_group="crowd-study")
     assert selectors.worker_is_excluded(study=follow_up, platform="mturk", worker_id="WOLD")
-    with pytest.raises(WorkerExcluded):
-        annotator_enter(study=follow_up, source="mturk", external_id="WOLD", external_assignment_id="A2")
+    with pytest.raises(WorkerExcluded, match="taken part"):
+        annotator_enter(
+            study=follow_up,
+            source="mturk",
+            external_id="WOLD",
+            external_assignment_id="A2",
+            platform_data={"hitId": second.tasks.get().external_id},
+        )
+    assert not follow_up.annotators.exists()
 
 
 def test_expire_and_notify(mturk_server, study):
@@ -211,3 +222,19 @@ def test_expire_and_notify(mturk_server, study):
     assert {hit["HITStatus"] for hit in mturk_server.hits.values()} == {"Unassignable"}
     batch.refresh_from_db()
     assert batch.status == CrowdBatch.Status.EXPIRED
+
+
+def test_the_stand_in_refuses_what_botocores_model_does_not_allow(mturk_server, crowd_settings):
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        crowd_settings.MTURK_ENDPOINT_URL,
+        data=json.dumps({"HITId": "X", "Bogus": 1}).encode(),
+        headers={"X-Amz-Target": "MTurkRequesterServiceV20170117.CreateAdditionalAssignmentsForHIT"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    message = json.loads(refused.value.read())["Message"]
+    assert message == "missing NumberOfAdditionalAssignments; unknown member Bogus"
+    assert mturk_server.calls == []

@@ -48,7 +48,12 @@ def test_launch_creates_and_publishes_a_study_with_participant_parameters_and_co
     assert created["reward"] == 225
     assert created["estimated_completion_time"] == 12
     codes = {code["code_type"]: code["code"] for code in created["completion_codes"]}
-    assert codes == {"COMPLETED": study.completion_code, "FAILED_ATTENTION_CHECK": study.failed_attention_code}
+    assert codes == {
+        "COMPLETED": study.completion_code,
+        "FAILED_ATTENTION_CHECK": study.failed_attention_code,
+        "FIXED_SCREENOUT": batch.params["screenout_code"],
+    }
+    assert batch.params["currency"] == "GBP", "the account's currency, asked at launch"
     assert created["filters"] == []
 
     services.crowd_batch_launch(batch=batch)
@@ -91,7 +96,7 @@ def test_sync_review_and_bonus(prolific_server, study):
     review = services.crowd_batch_review(
         batch=batch, approve_passing=True, reject_failing=True, reject_feedback=REJECTION, category="FAILED_CHECK"
     )
-    assert review == {"approved": 1, "rejected": 1, "left_for_review": 0}
+    assert (review["approved"], review["rejected"], review["left_for_review"]) == (1, 1, 0)
     assert prolific_server.submission(good)["status"] == "APPROVED"
     assert prolific_server.submission(bad)["status"] == "REJECTED"
     reject_call = [body for method, path, body in prolific_server.calls if body and body.get("action") == "REJECT"]

@@ -61,7 +61,7 @@ class CrowdBatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="cost")
     def estimated_total(self, batch: CrowdBatch) -> str:
-        return f"${selectors.batch_cost_estimate(batch).total}"
+        return f"{selectors.money_label(selectors.batch_currency(batch))}{selectors.batch_cost_estimate(batch).total}"
 
     @admin.display(description="")
     def links(self, batch: CrowdBatch) -> str:
@@ -92,7 +92,13 @@ class CrowdBatchAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:annotations_crowdbatch_launch"))
 
     def _context(self, request: HttpRequest, title: str, **extra) -> dict:
-        return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title, **extra}
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "can_change": self.has_change_permission(request),
+            **extra,
+        }
 
     def _check(self, request: HttpRequest, permission: str = "change") -> None:
         if not getattr(self, f"has_{permission}_permission")(request):
@@ -160,7 +166,7 @@ class CrowdBatchAdmin(admin.ModelAdmin):
             self._check(request)
             action = request.POST.get("action", "")
             try:
-                if action in ("sync", "expire", "launch"):
+                if action in ("sync", "expire", "launch", "refill", "pause", "resume"):
                     services.crowd_batch_enqueue(batch=batch, action=action, user=request.user)
                     messages.success(request, f"Started: {action}.")
                 elif action == "notify":
@@ -189,6 +195,9 @@ class CrowdBatchAdmin(admin.ModelAdmin):
             jobs=selectors.batch_jobs(batch),
             tasks=batch.tasks.all(),
             manual=selectors.manual_links(batch) if batch.platform == CrowdPlatform.MANUAL else None,
+            preview_url=selectors.worker_preview_url(batch),
+            refill=selectors.refill_cost(batch),
+            money=selectors.money_label(selectors.batch_currency(batch)),
             notify_form=notify_form,
             relaunchable=batch.status in services.LAUNCHABLE,
         )
@@ -225,7 +234,8 @@ class CrowdBatchAdmin(admin.ModelAdmin):
             request,
             f"Review batch #{batch.pk}: {batch.title}",
             batch=batch,
-            rows=selectors.submissions_with_verdicts(batch, status=status or None),
+            rows=selectors.submissions_with_evidence(batch, status=status or None),
+            money=selectors.money_label(selectors.batch_currency(batch)),
             statuses=CrowdSubmission.Status.choices,
             status=status,
             form=form,
@@ -243,6 +253,20 @@ class CrowdBatchAdmin(admin.ModelAdmin):
             messages.success(request, f"Blocked {len(workers)} worker(s).")
             return True
         try:
+            if action == "message":
+                workers = sorted(set(batch.submissions.filter(pk__in=ids).values_list("worker_id", flat=True)))
+                services.crowd_batch_enqueue(
+                    batch=batch,
+                    action="notify",
+                    params={
+                        "subject": f"About your work on {batch.title}"[:200],
+                        "message": data["reason"],
+                        "worker_ids": workers,
+                    },
+                    user=request.user,
+                )
+                messages.success(request, f"Messaging {len(workers)} worker(s).")
+                return True
             if action == "reject":
                 services.clean_rejection(platform=batch.platform, feedback=data["reason"], category=data["category"])
             services.crowd_batch_enqueue(
@@ -264,13 +288,13 @@ class CrowdBatchAdmin(admin.ModelAdmin):
         return True
 
     # -- list actions ------------------------------------------------------------------------------------------
-    @admin.action(description="Sync submissions from the platform")
+    @admin.action(description="Sync submissions from the platform", permissions=["change"])
     def sync_batches(self, request: HttpRequest, queryset) -> None:
         for batch in queryset:
             services.crowd_batch_enqueue(batch=batch, action="sync", user=request.user)
         self.message_user(request, f"Syncing {queryset.count()} batch(es).")
 
-    @admin.action(description="Approve passing submissions (no flags)")
+    @admin.action(description="Approve passing submissions (no flags)", permissions=["change"])
     def approve_passing(self, request: HttpRequest, queryset) -> None:
         for batch in queryset:
             services.crowd_batch_enqueue(
@@ -278,7 +302,7 @@ class CrowdBatchAdmin(admin.ModelAdmin):
             )
         self.message_user(request, f"Reviewing {queryset.count()} batch(es).")
 
-    @admin.action(description="Expire (stop taking new workers)")
+    @admin.action(description="Expire (stop taking new workers)", permissions=["change"])
     def expire_batches(self, request: HttpRequest, queryset) -> None:
         for batch in queryset:
             services.crowd_batch_enqueue(batch=batch, action="expire", user=request.user)
@@ -298,7 +322,9 @@ class CrowdSubmissionAdmin(admin.ModelAdmin):
     def flag_list(self, submission: CrowdSubmission) -> str:
         return ", ".join(sorted(submission.flags or {}))
 
-    @admin.action(description="Mark the started bonus as paid (after checking it on the platform)")
+    @admin.action(
+        description="Mark the started bonus as paid (after checking it on the platform)", permissions=["change"]
+    )
     def mark_bonus_paid(self, request: HttpRequest, queryset) -> None:
         marked = 0
         for submission in queryset.exclude(bonus_token=""):
