@@ -130,7 +130,9 @@ class StudentRunAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
-        extra_context = {**(extra_context or {}), "run_buttons": self.run_buttons(run) if run else []}
+        # Buttons start jobs: only for staff who may change the run.
+        buttons = self.run_buttons(run) if run and self.has_change_permission(request, run) else []
+        extra_context = {**(extra_context or {}), "run_buttons": buttons}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def start_from_page(self, request, run_id: int, start) -> HttpResponseRedirect:

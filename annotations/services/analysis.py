@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, IntegerField, Max
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, Length
 
 from annotations.models import AnalysisReport, Study
@@ -98,7 +98,7 @@ def study_ratings_frame(study: Study, *, for_export: bool = False) -> pd.DataFra
         # from a file, through its condition.
         student_run_id=Coalesce(
             "explanation__prediction__prediction_set__run_id",
-            Cast(KT("explanation__provenance__student_run"), IntegerField()),
+            Cast(KeyTextTransform("student_run", "explanation__provenance"), IntegerField()),
             "explanation__condition__student_run_id",
         ),
     )

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0003_crowd_platforms'),
+        ('annotations', '0004_crowd_batch_paused_status'),
         ('distillation', '0002_prediction_sets'),
     ]
 
