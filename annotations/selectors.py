@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import Avg, Count, Q
+from django.db.models import Avg, Count, IntegerField, Max, Q
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, Length
 
 from annotations.models import Annotator, Assignment, Condition, Construct, Explanation, Rating, Study
+from distillation.models import StudentRun
+from distillation.services.students import teacher_prompt_version
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def study_for_slug(slug: str) -> Study | None:
@@ -79,6 +87,7 @@ class Dashboard:
     straight_liners: list[str]
     too_fast: list[str]
     under_target: list[dict[str, Any]]
+    preferences: list[dict[str, Any]] = field(default_factory=list)  # pair mode: see pair_preference_counts
 
 
 def study_dashboard(study: Study) -> Dashboard:
@@ -125,6 +134,7 @@ def study_dashboard(study: Study) -> Dashboard:
             }
             for e in under
         ],
+        preferences=pair_preference_counts(study) if study.mode == Study.Mode.PAIR else [],
     )
 
 
@@ -164,3 +174,198 @@ def completed_ratings(study: Study):
     return Rating.objects.filter(
         Q(construct__study=study) & Q(assignment__status=Assignment.Status.COMPLETED)
     ).select_related("annotator", "explanation__item", "explanation__condition", "construct")
+
+
+# --- Ratings as tables, for the analysis and the exports --------------------------------------------------
+
+# Columns the analysis reads beside the tidy ones: the covariate every model gets (as the paper's
+# rationale_length), and what the exclusion rules look at.
+LENGTH = "explanation_length"
+SECONDS = "seconds"
+ATTENTION_FAILED = "attention_failed"
+
+DEMOGRAPHIC_PREFIX = "demographic_"
+
+# Column name -> rating field path. Computed columns are annotations under their own names.
+_ANALYSIS_FIELDS = {
+    "annotator_id": "annotator_id",
+    "item_id": "explanation__item__source_id",
+    "explanation_id": "explanation_id",
+    "condition": "explanation__condition__label",
+    "construct": "construct__label",
+    "value": "value",
+    LENGTH: LENGTH,
+    SECONDS: "assignment__seconds_spent",
+    "_attention_failures": "annotator__attention_failures",
+    "_kind": "assignment__kind",
+    "_swapped": "assignment__left_right_swapped",
+    "_first": "assignment__explanation_id",
+    "_preferred": "assignment__preferred_explanation_id",
+    "_tie": "assignment__no_preference",
+    # What wrote the text that was rated: the explanation's version and the prediction set behind it (run,
+    # checkpoint and step, task format). Explanations imported from files have no set: those stay blank.
+    "explanation_version": "explanation__version",
+    "student_run_id": "student_run_id",
+    "prediction_set": "explanation__prediction__prediction_set__number",
+    "checkpoint": "explanation__prediction__prediction_set__checkpoint_path",
+    "checkpoint_step": "explanation__prediction__prediction_set__checkpoint_step",
+    "task_format": "explanation__prediction__prediction_set__task_format",
+    "_set_prompt_version": "explanation__prediction__prediction_set__prompt_version",
+}
+# Exports add where each explanation came from and who rated it. Worker ids are left out on purpose: they
+# identify people on the crowd platforms, and the annotator id (the database key) is enough to join.
+_EXPORT_FIELDS = {
+    "explanation_source": "explanation__source",
+    "_provenance": "explanation__provenance",
+    "annotator_source": "annotator__source",
+    "rated_at": "updated_at",
+    "_demographics": "annotator__demographics",
+}
+
+
+def ratings_fingerprint(study: Study) -> str:
+    """Count and latest change of the study's completed ratings: any new, changed or completed rating alters it."""
+    stats = completed_ratings(study).aggregate(n=Count("id"), latest=Max("updated_at"))
+    latest = stats["latest"].isoformat() if stats["latest"] else "none"
+    return f"{stats['n']}@{latest}"
+
+
+def study_ratings_frame(study: Study, *, for_export: bool = False) -> pd.DataFrame:
+    """One row per rating of a completed screen, with the tidy columns of `annotations.analysis.io` plus
+    explanation_length, seconds (on that screen), attention_failed (the annotator failed any check), and for
+    pair screens `side` (left/right: where this explanation was shown) and `preference` (this, other or tie:
+    the answer to "which explanation is better?"); both are empty on single-explanation screens.
+
+    With `for_export`, also the explanation's version, source and provenance (JSON text), its student run
+    and the teacher prompt versions behind it, and the annotator's source and demographics (one column each).
+    """
+    import pandas as pd
+
+    fields = {**_ANALYSIS_FIELDS, **(_EXPORT_FIELDS if for_export else {})}
+    ratings = completed_ratings(study).annotate(
+        **{LENGTH: Length("explanation__text")},
+        # A generated explanation names its run through its prediction's set (kept: the link is PROTECTed);
+        # one generated before sets existed whose prediction was lost, through its provenance; one imported
+        # from a file, through its condition.
+        student_run_id=Coalesce(
+            "explanation__prediction__prediction_set__run_id",
+            Cast(KeyTextTransform("student_run", "explanation__provenance"), IntegerField()),
+            "explanation__condition__student_run_id",
+        ),
+    )
+    rows = ratings.order_by("annotator_id", "explanation_id", "construct__position", "construct_id").values_list(
+        *fields.values()
+    )
+    frame = pd.DataFrame(list(rows), columns=list(fields))
+    frame[ATTENTION_FAILED] = frame.pop("_attention_failures").fillna(0).astype(int) > 0
+    frame[SECONDS] = frame[SECONDS].astype(float)
+    _with_pair_columns(frame)
+    frame = _with_text_origin(frame)
+    if for_export:
+        frame = _with_provenance(frame, study)
+    return frame
+
+
+def _with_text_origin(frame: pd.DataFrame) -> pd.DataFrame:
+    """Typed run and set columns, and the teacher prompt version: the set's, else (no set) the run's now."""
+    import pandas as pd
+
+    for column in ("student_run_id", "prediction_set", "checkpoint_step", "explanation_version"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("checkpoint", "task_format"):
+        frame[column] = frame[column].fillna("")
+    run_ids = {int(i) for i in frame["student_run_id"].dropna()}
+    runs = StudentRun.objects.select_related("teacher_run").in_bulk(run_ids)
+    from_set = frame.pop("_set_prompt_version")
+    frame["prompt_version"] = [
+        stored if pd.notna(number) else (teacher_prompt_version(runs[run]) if pd.notna(run) and run in runs else "")
+        for stored, number, run in zip(from_set, frame["prediction_set"], frame["student_run_id"], strict=True)
+    ]
+    return frame
+
+
+def _with_provenance(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
+    import pandas as pd
+
+    frame["provenance"] = [json.dumps(p or {}, sort_keys=True) for p in frame.pop("_provenance")]
+    run_ids = {int(i) for i in frame["student_run_id"].dropna()}
+    runs = StudentRun.objects.in_bulk(run_ids)
+    frame["student_run"] = [str(runs[i]) if pd.notna(i) and i in runs else "" for i in frame["student_run_id"]]
+    frame["student_checkpoint"] = [
+        runs[i].base_checkpoint if pd.notna(i) and i in runs else "" for i in frame["student_run_id"]
+    ]
+    frame["rated_at"] = pd.to_datetime(frame["rated_at"], utc=True)
+    demographics = frame.pop("_demographics")
+    for name in _demographic_names(study, demographics):
+        frame[DEMOGRAPHIC_PREFIX + name] = [(d or {}).get(name, "") for d in demographics]
+    return frame
+
+
+def _demographic_names(study: Study, answers: pd.Series) -> list[str]:
+    """The study's questions in their order, then any other keys stored (questions edited mid-study)."""
+    names = [q["name"] for q in study.demographics_questions or []]
+    for given in answers:
+        names.extend(k for k in (given or {}) if k not in names)
+    return names
+
+
+def _with_pair_columns(frame: pd.DataFrame) -> None:
+    import numpy as np
+
+    kind, swapped, first = frame.pop("_kind"), frame.pop("_swapped").astype(bool), frame.pop("_first")
+    preferred, tie = frame.pop("_preferred"), frame.pop("_tie").astype(bool)
+    pair = (kind == Assignment.Kind.PAIR).to_numpy()
+    is_first = (frame["explanation_id"] == first).to_numpy()
+    # The second explanation is shown on the left when the pair is swapped.
+    frame["side"] = np.where(pair, np.where(is_first != swapped.to_numpy(), "left", "right"), "")
+    this = (preferred == frame["explanation_id"]).to_numpy()
+    answered = (preferred.notna() | tie).to_numpy()
+    frame["preference"] = np.where(
+        pair & answered, np.where(tie.to_numpy(), "tie", np.where(this, "this", "other")), ""
+    )
+
+
+def study_pairs_frame(study: Study) -> pd.DataFrame:
+    """One row per completed pair screen with a preference: annotator_id, item_id, condition_a (shown on the
+    left), condition_b (on the right) and outcome: a (left preferred), b (right preferred) or tie."""
+    import pandas as pd
+
+    rows = (
+        Assignment.objects.filter(annotator__study=study, kind=Assignment.Kind.PAIR, status=Assignment.Status.COMPLETED)
+        .filter(Q(no_preference=True) | Q(preferred_explanation__isnull=False))
+        .order_by("annotator_id", "position")
+        .values_list(
+            "annotator_id",
+            "explanation__item__source_id",
+            "explanation_id",
+            "explanation__condition__label",
+            "second_explanation__condition__label",
+            "left_right_swapped",
+            "preferred_explanation_id",
+            "no_preference",
+        )
+    )
+    out = []
+    for annotator, item, first, first_label, second_label, swapped, preferred, tie in rows:
+        left, right = (second_label, first_label) if swapped else (first_label, second_label)
+        left_is_first = not swapped
+        outcome = "tie" if tie else ("a" if (preferred == first) == left_is_first else "b")
+        out.append((annotator, item, left, right, outcome))
+    return pd.DataFrame(out, columns=["annotator_id", "item_id", "condition_a", "condition_b", "outcome"])
+
+
+def pair_preference_counts(study: Study) -> list[dict[str, Any]]:
+    """Per pair of conditions (labels in sorted order): how often each was preferred, and ties."""
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+    frame = study_pairs_frame(study)
+    for a, b, outcome in frame[["condition_a", "condition_b", "outcome"]].itertuples(index=False):
+        first, second = sorted((a, b))
+        row = counts.setdefault(
+            (first, second), {"a": first, "b": second, "a_preferred": 0, "b_preferred": 0, "ties": 0}
+        )
+        if outcome == "tie":
+            row["ties"] += 1
+        else:
+            winner = a if outcome == "a" else b
+            row["a_preferred" if winner == first else "b_preferred"] += 1
+    return [counts[key] for key in sorted(counts)]

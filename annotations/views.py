@@ -303,6 +303,13 @@ def answer(request: HttpRequest, slug: str, token: str) -> HttpResponse:
         annotator = _annotator_from_token(study, token)
         if annotator.finished_at is not None:
             raise sessions.SessionError("this session is finished", status=409)
+        if "preference" in request.POST:  # a pair screen's preference, autosaved like a rating
+            sessions.preference_save(
+                annotator=annotator,
+                assignment_id=_int_or_error(request.POST.get("assignment"), "the screen"),
+                preference=request.POST["preference"],
+            )
+            return JsonResponse({"saved": True})
         sessions.answer_save(
             annotator=annotator,
             assignment_id=_int_or_error(request.POST.get("assignment"), "the screen"),

@@ -1,6 +1,10 @@
 """Time and peak memory of the rating-analysis models on simulated crossed designs of growing size.
 
-Run: .venv/bin/python bench/analysis.py [--quick]
+Run: .venv/bin/python bench/analysis.py [--quick] [--write-data DIR]
+
+R's ordinal::clmm on the same ratings, for the CLMM rows (files from --write-data):
+    Rscript -e 'library(ordinal); d <- read.csv("DIR/ratings-1000.csv"); d$value <- factor(d$value, ordered=TRUE);
+                print(system.time(clmm(value ~ condition + (1|annotator_id) + (1|item_id), data=d)))'
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from annotations.analysis.blas import single_threaded_blas
+from annotations.analysis.clmm import fit_clmm_arrays
 from annotations.analysis.mixed import fit_crossed_arrays
 from annotations.analysis.ordinal import fit_ordinal
 from annotations.analysis.paper import fit_paper_ols
@@ -60,6 +65,9 @@ def tidy_frame(design: Design, seed: int) -> tuple[pd.DataFrame, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="only the 1,000 and 20,000 rating designs")
+    parser.add_argument(
+        "--write-data", type=Path, help="also write each design's ratings as ratings-<n>.csv here (to time R on)"
+    )
     args = parser.parse_args()
     sizes = [1_000, 20_000] if args.quick else list(DESIGNS)
     print(f"{'ratings':>8} {'model':<28} {'seconds':>8} {'peak MiB':>9}  notes")
@@ -83,6 +91,25 @@ def main() -> None:
             if size <= 20_000:
                 seconds, peak, _ = measure(partial(fit_ordinal, frame, conditions=CONDITIONS, construct="C"))
                 print(f"{size:>8} {'ordinal logit, 2-way cluster':<28} {seconds:>8.2f} {peak:>9.1f}")
+                # The crossed CLMM on the same ratings (R: clmm(factor(value) ~ condition + (1|annotator_id) +
+                # (1|item_id)) on the file --write-data leaves, for the comparison).
+                seconds, peak, fit = measure(
+                    partial(
+                        fit_clmm_arrays,
+                        pd.Categorical(frame["value"], ordered=True).codes,
+                        data.X[:, 1:],
+                        data.annotators,
+                        data.items,
+                    )
+                )
+                note = (
+                    f"{fit.evaluations} Laplace evaluations; effect {fit.beta[0]:.3f}, sd a/i "
+                    f"{fit.sd_annotator:.3f}/{fit.sd_item:.3f}"
+                )
+                print(f"{size:>8} {'crossed CLMM (Laplace)':<28} {seconds:>8.2f} {peak:>9.1f}  {note}")
+        if args.write_data:
+            args.write_data.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(args.write_data / f"ratings-{size}.csv", index=False)
 
 
 if __name__ == "__main__":

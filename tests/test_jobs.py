@@ -178,6 +178,7 @@ def test_every_job_of_the_apps_is_registered_under_the_path_of_its_function():
         "annotations.crowd.jobs.resume_batch",
         "annotations.crowd.jobs.review_batch",
         "annotations.crowd.jobs.sync_batch",
+        "annotations.jobs.analysis.analyze_ratings_files",
         "annotations.jobs.analysis.analyze_study",
         "annotations.jobs.explanations.generate_explanations",
         "annotations.jobs.explanations.regenerate_explanations",

@@ -94,13 +94,38 @@ def coefficient_figure(report: dict[str, Any], kind: str = "lmm") -> Figure:
     return fig
 
 
+def preference_figure(report: dict[str, Any]) -> Figure | None:
+    """Pair mode: each condition's log-worth with its annotator-bootstrap CI (None without preferences)."""
+    section = report.get("preferences")
+    if not section:
+        return None
+    rows = section["worths"]
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.45 * len(rows)))
+    y = np.arange(len(rows))
+    estimates = np.array([r["log_worth"] for r in rows])
+    low = np.array([r["log_worth_ci_low"] if r["log_worth_ci_low"] is not None else r["log_worth"] for r in rows])
+    high = np.array([r["log_worth_ci_high"] if r["log_worth_ci_high"] is not None else r["log_worth"] for r in rows])
+    ax.errorbar(estimates, y, xerr=[estimates - low, high - estimates], fmt="o", capsize=3, color=COLOURS[0])
+    ax.set_yticks(y, [r["condition"] for r in rows])
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"log-worth against {section['reference']} (Bradley-Terry with ties, 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "means": means_figure,
+    "distributions": distribution_figure,
+    "coefficients": coefficient_figure,
+    "preferences": preference_figure,
+}
+
+
 def build_figures(report: dict[str, Any]) -> dict[str, Figure]:
-    """All report figures by file stem."""
-    return {
-        "means": means_figure(report),
-        "distributions": distribution_figure(report),
-        "coefficients": coefficient_figure(report),
-    }
+    """All report figures that have something to show, by file stem."""
+    drawn = {stem: draw(report) for stem, draw in FIGURES.items()}
+    return {stem: figure for stem, figure in drawn.items() if figure is not None}
 
 
 def svg_text(fig: Figure) -> str:

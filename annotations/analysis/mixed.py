@@ -26,7 +26,14 @@ from scipy import linalg, optimize, sparse, stats
 
 from .blas import single_threaded_blas
 from .io import ANNOTATOR, CONDITION, ITEM, VALUE
-from .results import CONFIDENCE, ModelResult, VarianceSDs, design_matrix, formula_text, wald_coefficients
+from .results import (
+    CONFIDENCE,
+    ModelResult,
+    VarianceSDs,
+    design_matrix,
+    formula_text,
+    satterthwaite_coefficients,
+)
 
 # A relative SD below this is reported as a boundary (singular) fit, as lme4's isSingular() does (tol 1e-4).
 BOUNDARY_TOLERANCE = 1e-4
@@ -43,9 +50,11 @@ CHEAP_DESIGN_RATINGS = 10_000
 # What the optimiser sees where a trial step makes a factorisation fail: worse than any real deviance.
 FAILED_DEVIANCE = 1e15
 INFERENCE_NOTE = (
-    "Wald z tests and intervals (normal approximation, no Satterthwaite or Kenward-Roger df); "
-    "covariance of fixed effects conditional on the REML variance estimates, as lme4's vcov()."
+    "t tests and intervals with Satterthwaite df per coefficient (as lmerTest); the Wald z p-value beside "
+    "(p_wald); covariance of fixed effects conditional on the REML variance estimates, as lme4's vcov()."
 )
+# Step of the central differences (log SD scale) behind the Satterthwaite df.
+SATTERTHWAITE_STEP = 1e-4
 
 
 class _WeightedGram:
@@ -148,6 +157,7 @@ class CrossedFit:
     evaluations: int
     warnings: list[str] = field(default_factory=list)
     sd_ci: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    df: np.ndarray | None = None  # Satterthwaite df per fixed effect, when asked for
 
 
 def _build_system(y: np.ndarray, X: np.ndarray, annotators: np.ndarray, items: np.ndarray) -> _CrossedSystem:
@@ -275,6 +285,56 @@ def _sd_intervals(
     }, []
 
 
+def _satterthwaite_df(system: _CrossedSystem, sds: tuple[float, float, float]) -> tuple[np.ndarray, list[str]]:
+    """Satterthwaite df of each fixed effect, as lmerTest: df = 2 (l'C l)^2 / (g' A g), with C(phi) the
+    covariance of beta at variance parameters phi, g its gradient in phi for contrast l, and A = 2 H^-1 the
+    asymptotic covariance of phi from the Hessian H of the full REML deviance.
+
+    phi are the log SDs; df does not depend on that choice because the deviance is stationary at the optimum.
+    An SD on the boundary (0) is held fixed there, as it has no log and no sampling variance to speak of.
+    """
+    free = [k for k in range(3) if sds[k] > BOUNDARY_TOLERANCE * sds[2] or k == 2]
+    base = np.log(np.maximum(np.asarray(sds), 1e-300))
+
+    def full(sub: np.ndarray) -> np.ndarray:
+        point = base.copy()
+        point[free] = sub
+        return point
+
+    def beta_covariance(sub: np.ndarray) -> np.ndarray:
+        sd_a, sd_i, sigma = np.exp(full(sub))
+        if len(free) < 3:  # a boundary SD stays exactly 0
+            sd_a, sd_i = (sd_a if 0 in free else 0.0), (sd_i if 1 in free else 0.0)
+        ev = _evaluate(system, *_to_e_d(system, sd_a / sigma, sd_i / sigma))
+        return sigma**2 * linalg.cho_solve((ev.rx_cholesky, True), np.eye(system.p))
+
+    def deviance(sub: np.ndarray) -> float:
+        log_sds = full(sub)
+        if len(free) < 3:
+            log_sds[[k for k in range(2) if k not in free]] = -np.inf
+        return _reml_deviance_full(system, log_sds)
+
+    point = base[free]
+    hessian = _numerical_hessian(deviance, point)
+    try:
+        varpar_covariance = 2 * np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return np.full(system.p, np.nan), ["REML information matrix is singular: no Satterthwaite df"]
+    step = SATTERTHWAITE_STEP
+    jacobian = []  # dC/dphi_k, central differences
+    for k in range(len(free)):
+        shift = np.zeros(len(free))
+        shift[k] = step
+        jacobian.append((beta_covariance(point + shift) - beta_covariance(point - shift)) / (2 * step))
+    covariance = beta_covariance(point)
+    df = np.empty(system.p)
+    for j in range(system.p):
+        gradient = np.array([d[j, j] for d in jacobian])
+        spread = float(gradient @ varpar_covariance @ gradient)
+        df[j] = 2 * covariance[j, j] ** 2 / spread if spread > 0 else np.inf
+    return df, []
+
+
 def _minimise_deviance(objective, *, cheap: bool) -> optimize.OptimizeResult:
     """Minimise over 0 <= theta <= THETA_MAX from theta = 1, lme4's start, without derivatives.
 
@@ -304,9 +364,12 @@ def fit_crossed_arrays(
     items: np.ndarray,
     *,
     sd_intervals: bool = True,
+    satterthwaite: bool = False,
     confidence: float = CONFIDENCE,
 ) -> CrossedFit:
-    """Fit by REML given integer codes 0..q-1 for annotators and items; X must include the intercept."""
+    """Fit by REML given integer codes 0..q-1 for annotators and items; X must include the intercept.
+
+    `satterthwaite` adds the df of each fixed effect (`CrossedFit.df`)."""
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     if np.linalg.matrix_rank(X) < X.shape[1]:
@@ -351,6 +414,9 @@ def fit_crossed_arrays(
     if sd_intervals:
         fit.sd_ci, notes = _sd_intervals(system, (fit.sd_annotator, fit.sd_item, fit.sd_residual), confidence)
         fit.warnings.extend(notes)
+    if satterthwaite:
+        fit.df, notes = _satterthwaite_df(system, (fit.sd_annotator, fit.sd_item, fit.sd_residual))
+        fit.warnings.extend(notes)
     return fit
 
 
@@ -374,7 +440,13 @@ def fit_crossed_lmm(
     items = pd.factorize(used[ITEM])[0]
     with single_threaded_blas():
         fit = fit_crossed_arrays(
-            used[response].to_numpy(float), X, annotators, items, sd_intervals=sd_intervals, confidence=confidence
+            used[response].to_numpy(float),
+            X,
+            annotators,
+            items,
+            sd_intervals=sd_intervals,
+            satterthwaite=True,
+            confidence=confidence,
         )
     return ModelResult(
         name=f"lmm:{construct}",
@@ -383,7 +455,7 @@ def fit_crossed_lmm(
         formula=formula_text(construct or response, CONDITION, list(covariates), f" + (1|{ANNOTATOR}) + (1|{ITEM})"),
         reference=conditions[0],
         n=fit.n,
-        coefficients=wald_coefficients(terms, fit.beta, fit.beta_covariance, confidence=confidence),
+        coefficients=satterthwaite_coefficients(terms, fit.beta, fit.beta_covariance, fit.df, confidence=confidence),
         variance=VarianceSDs(annotator=fit.sd_annotator, item=fit.sd_item, residual=fit.sd_residual),
         warnings=list(fit.warnings),
         inference=INFERENCE_NOTE,

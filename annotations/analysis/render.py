@@ -22,6 +22,7 @@ REPORT_STYLE = """
 .rating-report figure{margin:1rem 0 2rem}.rating-report figure svg,.rating-report figure img{max-width:100%;height:auto}
 .rating-report figcaption{color:#444;font-size:0.9em;max-width:50rem}
 .rating-report nav a{margin-right:1rem}
+.rating-report details>summary{cursor:pointer}.rating-report details>summary h2{display:inline}
 """
 STYLE = PAGE_STYLE + REPORT_STYLE
 
@@ -30,7 +31,8 @@ MAX_DECIMALS = 8
 FIGURE_CAPTIONS = {
     "means": "Mean rating per construct and condition, with 95% CIs from a bootstrap over items.",
     "distributions": "Share of ratings at each scale point per condition (the composite rounded to points).",
-    "coefficients": "Mixed-model condition effects against the reference, with 95% Wald CIs.",
+    "coefficients": "Mixed-model condition effects against the reference, with 95% CIs.",
+    "preferences": "Pair mode: each condition's log-worth (Bradley-Terry with ties) with annotator-bootstrap 95% CIs.",
 }
 
 
@@ -129,18 +131,65 @@ def _agreement(report: dict[str, Any]) -> str:
 
 
 def _model(model: dict[str, Any]) -> str:
-    rows = [
-        [c["term"], c["estimate"], c["se"], c["ci_low"], c["ci_high"], _Raw(_p_value(c["p"]))]
-        for c in model["coefficients"]
-    ]
+    with_df = any(c.get("df") is not None for c in model["coefficients"])
+    header = ["term", "estimate", "SE", *(["df"] if with_df else []), "CI low", "CI high", "p"]
+    header += ["p (Wald z)"] if with_df else []
+    rows = []
+    for c in model["coefficients"]:
+        row = [c["term"], c["estimate"], c["se"], *([c.get("df")] if with_df else []), c["ci_low"], c["ci_high"]]
+        row.append(_Raw(_p_value(c["p"])))
+        if with_df:
+            row.append(_Raw(_p_value(c.get("p_wald"))))
+        rows.append(row)
     sds = ", ".join(f"{k} {_number(v)}" for k, v in model["variance"].items() if v is not None)
     warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in model["warnings"])
+    thresholds = model.get("thresholds") or []
+    threshold_table = ""
+    if thresholds:
+        threshold_table = '<p class="muted">Thresholds (cut-points on the logit scale)</p>' + _table(
+            ["between", "estimate", "SE", "CI low", "CI high"],
+            [[t["between"], t["estimate"], t.get("se"), t.get("ci_low"), t.get("ci_high")] for t in thresholds],
+        )
     return (
         f'<h3 id="{escape(model["name"])}">{escape(model["name"])}</h3>'
         f"<p><code>{escape(model['formula'])}</code>; n = {model['n']}; reference {escape(model['reference'])}"
         f"{'; SDs: ' + sds if sds else ''}</p>"
-        f'<p class="muted">{escape(model.get("inference", ""))}</p>{warnings}'
-        + _table(["term", "estimate", "SE", "CI low", "CI high", "p"], rows)
+        f'<p class="muted">{escape(model.get("inference", ""))}</p>{warnings}' + _table(header, rows) + threshold_table
+    )
+
+
+def _preferences(report: dict[str, Any]) -> str:
+    section = report.get("preferences")
+    if not section:
+        return ""
+    worths = _table(
+        ["condition", "worth", "log-worth", "CI low", "CI high"],
+        [
+            [w["condition"], w["worth"], w["log_worth"], w["log_worth_ci_low"], w["log_worth_ci_high"]]
+            for w in section["worths"]
+        ],
+    )
+    pairs = _table(
+        ["a", "b", "P(a preferred)", "CI low", "CI high", "P(b preferred)", "P(tie)", "judged a / b / tie"],
+        [
+            [
+                p["a"],
+                p["b"],
+                p["p_a"],
+                p["p_a_ci_low"],
+                p["p_a_ci_high"],
+                p["p_b"],
+                p["p_tie"],
+                f"{p['n_a']} / {p['n_b']} / {p['n_tie']}",
+            ]
+            for p in section["pairs"]
+        ],
+    )
+    return (
+        f"<p>{escape(section['model'])}: {section['n_judgements']} pair judgements by {section['n_annotators']} "
+        f"annotators; tie parameter {_number(section['tie_parameter'])}; reference {escape(section['reference'])}."
+        f'</p><p class="muted">{escape(section["inference"])} ({section["n_boot"]} replicates, '
+        f"{section['n_boot_failed']} dropped)</p>" + worths + pairs
     )
 
 
@@ -203,22 +252,35 @@ def render_body(report: dict[str, Any], figures: dict[str, str]) -> str:
     )
     warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in report["warnings"])
     composite = report["settings"]["composite"]
-    # The composite's models are the headline (the paper's result), so they come before the figures.
+    # The headline comes first: the composite's models (the paper's result) and the means figure. Everything
+    # else sits in collapsed sections, so the page does not open on an 11,000-pixel column.
     headline = [m for m in report["models"] if m["construct"] == composite]
     per_construct = [m for m in report["models"] if m["construct"] != composite]
-    sections = [
-        ("summary", "Summary", counts + _settings(report) + warnings + _exclusions(report)),
+    means = {name: markup for name, markup in figures.items() if name == "means"}
+    others = {name: markup for name, markup in figures.items() if name != "means"}
+    open_sections = [
+        ("summary", "Summary", counts + _settings(report) + warnings),
         ("headline", f"Models of {composite}" if composite else "", "".join(_model(m) for m in headline)),
-        ("figures", "Figures", _figures(figures)),
+        ("means", "Means", _figures(means)),
+    ]
+    collapsed = [
+        ("exclusions", "Exclusions", _exclusions(report)),
+        ("figures", "More figures", _figures(others)),
+        ("preferences", "Preferences (pair screens)", _preferences(report)),
         ("descriptives", "Descriptives", _descriptives(report)),
         ("agreement", "Agreement", _agreement(report)),
         ("contrasts", "Pairwise contrasts", _contrasts(report) if report["contrasts"] else ""),
         ("rank-tests", "Rank tests", _rank_tests(report) if report["rank_tests"] else ""),
         ("models", "Models per construct", "".join(_model(m) for m in per_construct)),
     ]
-    sections = [(anchor, title, html) for anchor, title, html in sections if title and html]
-    nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
-    body = "".join(f'<section id="{a}"><h2>{escape(title)}</h2>{html}</section>' for a, title, html in sections)
+    open_sections = [(a, t, h) for a, t, h in open_sections if t and h]
+    collapsed = [(a, t, h) for a, t, h in collapsed if t and h]
+    nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in open_sections + collapsed)
+    body = "".join(f'<section id="{a}"><h2>{escape(title)}</h2>{html}</section>' for a, title, html in open_sections)
+    body += "".join(
+        f'<section id="{a}"><details><summary><h2>{escape(title)}</h2></summary>{html}</details></section>'
+        for a, title, html in collapsed
+    )
     return f'<div class="rating-report"><nav>{nav}</nav>{body}</div>'
 
 

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from evalsite.csvsafe import safe_frame
 from evalsite.jsonsafe import to_jsonable
 
 from . import figures as figure_module
 from .agreement import agreement
 from .blas import single_threaded_blas
+from .clmm import fit_clmm
 from .descriptives import describe, scale_points
 from .exclusions import ExclusionRules, apply_exclusions
 from .io import (
     ANNOTATOR,
+    CONDITION,
     EXPLANATION_KEYS,
     ITEM,
     QUALITY,
+    VALUE,
     conditions_of,
     construct_frame,
     constructs_of,
@@ -35,11 +38,13 @@ from .nonparametric import pairwise_contrasts, rank_test
 from .ordinal import fit_ordinal
 from .paper import fit_paper_ols
 from .power import smallest_design
+from .preferences import analyze_preferences
 from .render import render_html
 from .results import CONFIDENCE, ModelResult
 
+Progress = Callable[..., None]
 SCHEMA_VERSION = 1
-MODEL_KINDS = ("lmm", "ols", "ordinal")
+MODEL_KINDS = ("lmm", "clmm", "ols", "ordinal")
 
 
 @dataclass(frozen=True)
@@ -89,20 +94,51 @@ def _fit_models(
         "ordinal": lambda: fit_ordinal(
             frame, conditions=conditions, covariates=covariates, construct=construct, confidence=confidence
         ),
+        "clmm": lambda: fit_clmm(
+            frame, conditions=conditions, covariates=covariates, construct=construct, confidence=confidence
+        ),
     }
     for kind in models:
         if kind == "ols" and construct != QUALITY:
             continue  # the paper's model is defined on the composite only
-        if kind == "ordinal" and not is_integer_scale(frame["value"]):
+        if kind in ("ordinal", "clmm") and not is_integer_scale(frame["value"]):
             continue  # a composite of means has no ordered categories
+        problem = _unfittable(frame, kind)
+        if problem:
+            out.warnings.append(f"{kind} model for {construct} skipped: {problem}")
+            continue
         try:
             result = attempts[kind]()
-        except (ValueError, np.linalg.LinAlgError) as error:
-            out.warnings.append(f"{kind} model for {construct} failed: {error}")
+        except Exception as error:
+            out.warnings.append(f"{kind} model for {construct} failed: {type(error).__name__}: {error}")
             continue
         out.models.append(result)
         lmm = result if kind == "lmm" else lmm
     return lmm
+
+
+def _unfittable(frame: pd.DataFrame, kind: str) -> str:
+    """Why a model of `kind` cannot be fitted to these rows, or "" when it can be tried."""
+    if frame.empty:
+        return "no ratings"
+    if frame[CONDITION].nunique() < 2:
+        return "ratings from fewer than two conditions"
+    if frame[VALUE].nunique() < 2:
+        return "every rating has the same value"
+    if kind in ("lmm", "clmm", "ordinal") and frame[ANNOTATOR].nunique() < 2:
+        return "ratings from a single annotator: no annotator variance or clustering to estimate"
+    if kind in ("lmm", "clmm", "ordinal") and frame[ITEM].nunique() < 2:
+        return "ratings of a single item"
+    return ""
+
+
+def _guarded(out: _Collector, what: str, compute, *args: Any, default: Any = None, **kwargs: Any) -> Any:
+    """compute(*args, **kwargs), or `default` and a warning naming `what` when it raises."""
+    try:
+        return compute(*args, **kwargs)
+    except Exception as error:
+        out.warnings.append(f"{what} skipped: {type(error).__name__}: {error}")
+        return default
 
 
 def analyze(
@@ -120,10 +156,12 @@ def analyze(
     exclusions: ExclusionRules | None = None,
     models: Sequence[str] = MODEL_KINDS,
     power: PowerPlan | None = None,
+    pairs: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Run every analysis on tidy ratings and return the report dict (see docs/report-schema.md).
 
-    `covariates` enter every model; `controls` (e.g. demographics) only the paper's OLS.
+    `covariates` enter every model; `controls` (e.g. demographics) only the paper's OLS. `pairs` (pair mode:
+    annotator_id, condition_a, condition_b, outcome a/b/tie) adds the preference model.
     """
     with single_threaded_blas():
         return _analyze(**locals())
@@ -144,16 +182,28 @@ def _analyze(
     exclusions,
     models,
     power,
+    pairs,
 ) -> dict[str, Any]:
+    unknown = [kind for kind in models if kind not in MODEL_KINDS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}: choose from {', '.join(MODEL_KINDS)}")
     tidy = validate_tidy(tidy)
+    out = _Collector()
+    blank = tidy[VALUE].isna()
+    if blank.any():
+        out.warnings.append(f"{int(blank.sum())} of {len(tidy)} ratings have no value and were left out")
+        tidy = tidy[~blank].reset_index(drop=True)
     summary = None
     if exclusions is not None:
         tidy, summary = apply_exclusions(tidy, exclusions)
+    if tidy.empty:
+        left = "after exclusions" if summary is not None and summary.n_ratings_before else "to analyse"
+        out.warnings.append(f"no ratings left {left}")
+        out.warnings.extend(f"{kind} model skipped: no ratings" for kind in models)
     constructs = list(constructs or constructs_of(tidy))
-    conditions = conditions_of(tidy, reference)
-    names = [*constructs, QUALITY] if composite else constructs
+    conditions = conditions_of(tidy, reference) if not tidy.empty or reference is None else [reference]
+    names = [*constructs, QUALITY] if composite and constructs else constructs
     frames = {name: construct_frame(tidy, name, constructs) for name in names}
-    out = _Collector()
     contrasts, rank_tests, agreements = {}, {}, {}
     for name, frame in frames.items():
         lmm = _fit_models(
@@ -166,15 +216,39 @@ def _analyze(
             confidence=confidence,
             out=out,
         )
-        agreements[name] = _agreement_entry(frame, name, scale, n_boot=n_boot, seed=seed, confidence=confidence)
+        agreements[name] = _guarded(
+            out,
+            f"agreement for {name}",
+            _agreement_entry,
+            frame,
+            name,
+            scale,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            default={"alpha": None, "ci_low": None, "ci_high": None, "note": "could not be computed"},
+        )
         agreements[name]["variance_shares"] = variance_shares(lmm.variance) if lmm else None
         if lmm is not None:
-            contrasts[name] = pairwise_contrasts(lmm, conditions, confidence=confidence)
-        rank_tests[name] = rank_test(frame, conditions)
+            entry = _guarded(out, f"contrasts for {name}", pairwise_contrasts, lmm, conditions, confidence=confidence)
+            if entry is not None:
+                contrasts[name] = entry
+        if len(frame) and frame[CONDITION].nunique() >= 2:
+            entry = _guarded(out, f"rank test for {name}", rank_test, frame, conditions)
+            if entry is not None:
+                rank_tests[name] = entry
+    preferences = None
+    if pairs is not None and len(pairs):
+        kept = pairs[pairs[ANNOTATOR].isin(set(tidy[ANNOTATOR]))] if summary is not None else pairs
+        present = set(kept["condition_a"]).union(kept["condition_b"])
+        ordered = [c for c in conditions if c in present] + sorted(present - set(conditions))
+        preferences = _guarded(
+            out, "preference model", analyze_preferences, kept, ordered, n_boot=n_boot, seed=seed, confidence=confidence
+        )
     report = {
         "schema_version": SCHEMA_VERSION,
         "settings": {
-            "reference": conditions[0],
+            "reference": conditions[0] if conditions else (reference or ""),
             "constructs": constructs,
             "composite": QUALITY if composite else None,
             "covariates": list(covariates),
@@ -197,7 +271,8 @@ def _analyze(
         "models": [m.to_dict() for m in out.models],
         "contrasts": contrasts,
         "rank_tests": rank_tests,
-        "power": _power_entry(power, out.models, conditions, seed) if power else None,
+        "preferences": preferences,
+        "power": _guarded(out, "power", _power_entry, power, out.models, conditions, seed) if power else None,
         "warnings": out.warnings,
     }
     return to_jsonable(report)
@@ -259,19 +334,55 @@ def write_report(
     (out_dir / "report.html").write_text(render_html(report, svgs), encoding="utf-8")
     written.append("report.html")
     if ratings is not None:
-        ratings.to_csv(out_dir / "ratings_tidy.csv", index=False)
+        safe_frame(ratings).to_csv(out_dir / "ratings_tidy.csv", index=False)
         written.append("ratings_tidy.csv")
     return written
 
 
-def run_analysis(tidy: pd.DataFrame, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """analyze + figures + write_report in one call; the ratings file holds the rows left after exclusions."""
+def draw_figures(report: dict[str, Any]) -> dict[str, Figure]:
+    """The report's figures by file stem; one with nothing to show is left out, and one that cannot be drawn
+    (odd data) is left out with a warning added to the report."""
+    drawn = {}
+    for stem, draw in figure_module.FIGURES.items():
+        try:
+            figure = draw(report)
+        except Exception as error:
+            report["warnings"].append(f"{stem} figure skipped: {type(error).__name__}: {error}")
+            continue
+        if figure is not None:
+            drawn[stem] = figure
+    return drawn
+
+
+def _no_progress(done: int, total: int | None = None, stage: str = "", message: str = "") -> None:
+    return None
+
+
+def run_analysis(
+    tidy: pd.DataFrame,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    *,
+    figures: bool = True,
+    **options: Any,
+) -> tuple[dict[str, Any], list[str]]:
+    """The one entry point: analyze, draw the figures (unless `figures` is off) and write report.json,
+    report.html, the figures and ratings_tidy.csv (the rows left after exclusions) to `out_dir`.
+
+    `progress(done, total, stage=...)` hears of each step. Returns the report and the file names written.
+    """
+    progress = progress or _no_progress
+    progress(0, 3, stage="fitting models")
     report = analyze(tidy, **options)
+    progress(1, 3, stage="drawing figures")
     rules = options.get("exclusions")
-    ratings = apply_exclusions(validate_tidy(tidy), rules)[0] if rules else validate_tidy(tidy)
-    figures = figure_module.build_figures(report)
+    ratings = validate_tidy(tidy)
+    ratings = apply_exclusions(ratings, rules)[0] if rules else ratings
+    drawn = draw_figures(report) if figures else {}
+    progress(2, 3, stage="writing files")
     try:
-        write_report(report, figures, out_dir, ratings=ratings)
+        written = write_report(report, drawn, out_dir, ratings=ratings)
     finally:
-        figure_module.close_figures(figures)
-    return report
+        figure_module.close_figures(drawn)
+    progress(3, 3, stage="writing files")
+    return report, written

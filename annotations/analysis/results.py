@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,10 @@ class Coefficient:
     ci_low: float | None
     ci_high: float | None
     statistic: float | None = None
+    # Models with t tests on estimated df (the LMM's Satterthwaite df) give them here, and the Wald z
+    # p-value beside; None elsewhere.
+    df: float | None = None
+    p_wald: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,39 @@ def wald_coefficients(
                 ci_low=float(estimate - critical * se),
                 ci_high=float(estimate + critical * se),
                 statistic=float(statistic),
+            )
+        )
+    return out
+
+
+def satterthwaite_coefficients(
+    terms: list[str],
+    estimates: np.ndarray,
+    covariance: np.ndarray,
+    dfs: np.ndarray | None,
+    *,
+    confidence: float = CONFIDENCE,
+) -> list[Coefficient]:
+    """t tests and intervals with one df per coefficient, the Wald z p-value kept beside; Wald alone where a
+    df is missing or not finite."""
+    wald = wald_coefficients(terms, estimates, covariance, confidence=confidence)
+    if dfs is None:
+        return wald
+    out = []
+    for coef, df in zip(wald, dfs, strict=True):
+        if not np.isfinite(df) or df <= 0 or coef.se is None or not coef.se > 0:
+            out.append(replace(coef, p_wald=coef.p))
+            continue
+        reference = stats.t(float(df))
+        critical = reference.ppf(0.5 + confidence / 2)
+        out.append(
+            replace(
+                coef,
+                p=float(2 * reference.sf(abs(coef.statistic))),
+                ci_low=coef.estimate - critical * coef.se,
+                ci_high=coef.estimate + critical * coef.se,
+                df=float(df),
+                p_wald=coef.p,
             )
         )
     return out

@@ -23,6 +23,7 @@ TOP_LEVEL = {
     "models": list,
     "contrasts": dict,
     "rank_tests": dict,
+    "preferences": (dict, type(None)),
     "power": (dict, type(None)),
     "warnings": list,
 }
@@ -58,7 +59,7 @@ COEFFICIENT = {
     "ci_high": OPTIONAL_NUMBER,
 }
 VARIANCE = {"annotator": OPTIONAL_NUMBER, "item": OPTIONAL_NUMBER, "residual": OPTIONAL_NUMBER}
-MODEL_KINDS = {"lmm", "ols", "ordinal"}
+MODEL_KINDS = {"lmm", "clmm", "ols", "ordinal"}
 
 
 def _check(obj: Any, spec: dict[str, Any], where: str, errors: list[str]) -> None:

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from annotations.crowd.mturk import entry_url
+from evalsite.csvsafe import safe_row
 
 # The Requester website shows this layout in a frame whose URL carries assignmentId, hitId, workerId and
 # turkSubmitTo; the script passes them on to our entry page, which sends the worker back to MTurk when done.
@@ -51,7 +52,7 @@ def export_mturk_batch(
         writer = csv.writer(handle)
         writer.writerow(["study_url"])
         for _ in range(n_hits):
-            writer.writerow([url])
+            writer.writerow(safe_row([url]))
     html_path = out_dir / f"{study_slug}-mturk-layout.html"
     html_path.write_text(HTML_TEMPLATE.format(slug=study_slug, title=_html(title), minutes=minutes), encoding="utf-8")
     return [csv_path, html_path]

@@ -318,6 +318,21 @@ def answer_save(*, annotator: Annotator, assignment_id: int, answer: ScreenAnswe
         _upsert_ratings(annotator, assignment, [answer])
 
 
+def preference_save(*, annotator: Annotator, assignment_id: int, preference: str) -> None:
+    """Store a pair screen's preference as it is given ("none" for equally good, else an explanation id),
+    so a reload resumes with it; submitting the screen stores it again."""
+    with transaction.atomic():
+        assignment = _checked_assignment(annotator, assignment_id)
+        if assignment.kind != Assignment.Kind.PAIR or not annotator.study.ask_preference:
+            raise SessionError("this screen asks for no preference", status=400)
+        if preference != "none" and not preference.isdigit():
+            raise SessionError("the preference is not a number")
+        shown = {assignment.explanation_id, assignment.second_explanation_id} - {None}
+        preferred = int(preference) if preference.isdigit() else None
+        _record_preference(assignment, shown, preferred, preference == "none")
+        assignment.save(update_fields=["preferred_explanation", "no_preference"])
+
+
 def screen_submit(
     *,
     annotator: Annotator,

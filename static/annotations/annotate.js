@@ -12,11 +12,17 @@
 
   function save(input) {
     const row = input.closest("[data-row]");
-    if (!row || !row.dataset.construct) return;  // attention rows go with the whole screen
-    const body = new URLSearchParams({
-      assignment: assignment, explanation: row.dataset.explanation,
-      construct: row.dataset.construct, value: input.value,
-    });
+    let body;
+    if (input.name === "preference") {  // a pair screen's "which is better?"
+      body = new URLSearchParams({ assignment: assignment, preference: input.value });
+    } else if (row && row.dataset.construct) {
+      body = new URLSearchParams({
+        assignment: assignment, explanation: row.dataset.explanation,
+        construct: row.dataset.construct, value: input.value,
+      });
+    } else {
+      return;  // attention rows go with the whole screen
+    }
     fetch(answerUrl, { method: "POST", body: body, credentials: "omit" })
       .then(function (response) { say(response.ok ? "Saved." : "Not saved; it will be sent with the screen."); })
       .catch(function () { say("Offline; your answers will be sent with the screen."); });

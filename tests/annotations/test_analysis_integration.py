@@ -93,6 +93,7 @@ def artifacts(settings, tmp_path) -> Path:
 # The command on the paper's data ------------------------------------------------------------------------
 
 
+@pytest.mark.django_db
 def test_command_on_the_paper_study_reproduces_its_models(data_dir, tmp_path):
     out = io.StringIO()
     call_command(
@@ -115,6 +116,8 @@ def test_command_on_the_paper_study_reproduces_its_models(data_dir, tmp_path):
     printed = out.getvalue()
     assert "paper_ols:Quality" in printed and "0.285" in printed and "0.252" in printed
     assert len(pd.read_csv(tmp_path / "ratings_tidy.csv")) == 5570
+    job = Job.objects.get(kind="analyze_ratings")  # recorded like every other long command
+    assert job.status == Job.Status.DONE and "report.json" in job.result["files"]
 
 
 def test_command_refuses_a_wide_file_without_constructs(data_dir, tmp_path):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.jobs.analysis import analyze_ratings_files
 from annotations.models import Study
 from annotations.services import analysis
+from evalsite.commands import run_job_with_progress
 
 KEY_MODELS = ("lmm:Quality", "paper_ols:Quality")
+# The default set; annotations.analysis.report.MODEL_KINDS (not imported here: it loads pandas and matplotlib).
+DEFAULT_MODELS = "lmm,clmm,ols,ordinal"
 
 
 def _names(raw: str | None) -> list[str]:
@@ -40,10 +45,11 @@ class Command(BaseCommand):
             help="Covariate columns, comma-separated, for every model "
             f"(default for --study: {analysis.LENGTH}; for --input: none).",
         )
-        parser.add_argument("--models", default="lmm,ols,ordinal", help="Which models to fit, comma-separated.")
+        parser.add_argument("--models", default=DEFAULT_MODELS, help="Which models to fit, comma-separated.")
         parser.add_argument("--n-boot", type=int, default=analysis.DEFAULT_N_BOOT, help="Bootstrap replicates.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-figures", action="store_true", help="Skip the figures (faster).")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar.")
         parser.add_argument(
             "--no-exclusions",
             action="store_true",
@@ -51,9 +57,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        tidy, study_options = self._ratings(options)
         run_options: dict[str, Any] = {
-            **study_options,
             "models": _names(options["models"]),
             "n_boot": options["n_boot"],
             "seed": options["seed"],
@@ -62,48 +66,40 @@ class Command(BaseCommand):
             run_options["covariates"] = _names(options["covariates"])
         if options["reference"]:
             run_options["reference"] = options["reference"]
-        out_dir = Path(options["out"])
-        try:
-            report, written = analysis.analysis_write_files(
-                tidy, out_dir, figures=not options["no_figures"], progress=self._progress, **run_options
-            )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        self._print_summary(report)
-        self.stdout.write(f"Wrote {', '.join(written)} to {out_dir}")
-
-    def _ratings(self, options) -> tuple[Any, dict[str, Any]]:
-        from annotations.analysis.io import load_tidy_csv, load_wide_csv
-
+        params: dict[str, Any] = {
+            "out_dir": str(Path(options["out"])),
+            "exclusions": not options["no_exclusions"],
+            "figures": not options["no_figures"],
+            "options": run_options,
+        }
         if options["study"]:
-            study = Study.objects.filter(slug=options["study"]).first()
-            if study is None:
+            if not Study.objects.filter(slug=options["study"]).exists():
                 raise CommandError(f"no study {options['study']!r}")
-            tidy = analysis.study_ratings_frame(study)
-            if tidy.empty:
-                raise CommandError(f"study {study.slug!r} has no ratings from completed screens yet")
-            return tidy, analysis.study_analysis_options(study, tidy, exclusions=not options["no_exclusions"])
-        path = Path(options["input"])
-        if not path.is_file():
-            raise CommandError(f"no file {path}")
-        try:
-            if not options["wide"]:
-                return load_tidy_csv(path), {}
-            if not options["constructs"]:
-                raise CommandError("--wide needs --constructs")
-            return load_wide_csv(
-                path,
-                annotator=options["annotator"],
-                explanation=options["explanation"],
-                condition=options["condition"],
-                constructs=_names(options["constructs"]),
-                item=options["item"],
-            ), {}
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-
-    def _progress(self, done: int, total: int | None, stage: str = "", message: str = "") -> None:
-        self.stderr.write(f"[{done}/{total}] {stage}")
+            params["study_slug"] = options["study"]
+        else:
+            if not Path(options["input"]).is_file():
+                raise CommandError(f"no file {options['input']}")
+            params["input_path"] = str(Path(options["input"]).resolve())
+            if options["wide"]:
+                if not options["constructs"]:
+                    raise CommandError("--wide needs --constructs")
+                params["wide"] = {
+                    "annotator": options["annotator"],
+                    "explanation": options["explanation"],
+                    "condition": options["condition"],
+                    "constructs": _names(options["constructs"]),
+                    "item": options["item"],
+                }
+        job = run_job_with_progress(
+            kind=analysis.FILES_JOB_KIND,
+            function=analyze_ratings_files,
+            params=params,
+            quiet=options["quiet"],
+            expected=(ValueError, analysis.AnalysisUnavailable),
+        )
+        out_dir = Path(job.result["out_dir"])
+        self._print_summary(json.loads((out_dir / "report.json").read_text(encoding="utf-8")))
+        self.stdout.write(f"Wrote {', '.join(job.result['files'])} to {out_dir} (job {job.pk})")
 
     def _print_summary(self, report: dict[str, Any]) -> None:
         self.stdout.write(

@@ -30,7 +30,7 @@ def study(data_dir: Path):
 @pytest.fixture(scope="module")
 def written(study, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("report")
-    report = run_analysis(
+    report, _ = run_analysis(
         study, out_dir, reference="CF:PosRationales", covariates=["rationale_length"], n_boot=200, seed=0
     )
     return report, out_dir
@@ -91,3 +91,18 @@ def test_power_section_when_planned(study):
     assert validate_report(report) == []
     assert report["power"]["tried"][0]["n_sims"] == 20
     assert report["power"]["variance"]["from_model"] == "lmm:Quality"
+
+
+def test_page_leads_with_the_headline_and_collapses_the_rest(written):
+    _, out_dir = written
+    html = (out_dir / "report.html").read_text()
+    first_details = html.index("<details>")
+    # Summary, the composite's models and the means figure come before any collapsed section.
+    assert html.index('<section id="summary">') < html.index('<section id="headline">') < first_details
+    assert html.index('id="lmm:Quality"') < html.index('<section id="means">') < first_details
+    for anchor in ("descriptives", "agreement", "contrasts", "models"):
+        section = html.index(f'<section id="{anchor}">')
+        assert html.startswith("<details>", section + len(f'<section id="{anchor}">'))
+    # The LMM's coefficient table gives Satterthwaite df beside the Wald p-value; the CLMM its thresholds.
+    assert '<th scope="col">df</th>' in html and "p (Wald z)" in html
+    assert 'id="clmm:Completeness"' in html and "Thresholds" in html
