@@ -1,8 +1,9 @@
 """Plans which explanations an annotator rates, in what order, with attention checks: plain Python, no Django.
 
-The caller passes every explanation of the study with its rating count (stored plus reserved), holds a lock
-while it plans, and reserves what the plan names; because a plan names an explanation at most once and only
-while it is under its target, targets are never overshot.
+The caller passes candidate explanations with their rating counts (stored plus reserved): every explanation of
+the study, or (as the site does) a bounded set of the least-rated open ones of each condition. It holds locks on
+them while it plans and reserves what the plan names; because a plan names an explanation at most once and
+only while it is under its target, targets are never overshot.
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ def plan_assignment(
 
     Screens come in blocks holding each condition once (single) or each pair of conditions once (pair),
     shuffled within the block; no item appears twice, nor any in `seen_item_ids`; the least-rated open
-    explanations are taken first. `conditions` defaults to those of the candidates, so pass every
-    explanation of the study, full ones included. Deterministic given `seed`.
+    explanations are taken first. `conditions` defaults to those of the candidates; pass the study's own
+    when the candidates are a subset (a condition with no candidate must still count). Deterministic given
+    `seed`.
     """
     _check_arguments(candidates, mode=mode, wanted=wanted, attention=attention)
     study_conditions = _study_conditions(candidates, conditions)

@@ -19,8 +19,17 @@ logger = logging.getLogger("evalsite.annotators")
 CACHE_ALIAS = "ratelimit"
 
 
-def _client_address(request: HttpRequest) -> str:
-    return request.META.get("REMOTE_ADDR", "unknown")
+def client_address(request: HttpRequest) -> str:
+    """The client's address: REMOTE_ADDR, or behind the TLS proxy (`BEHIND_TLS_PROXY`) the address the
+    outermost of `TRUSTED_PROXY_COUNT` proxies recorded in X-Forwarded-For (REMOTE_ADDR is then the proxy's
+    own, shared by every annotator). Entries left of it come from the client and are not believed."""
+    remote = request.META.get("REMOTE_ADDR", "unknown")
+    if not settings.BEHIND_TLS_PROXY:
+        return remote
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    if not hops:
+        return remote
+    return hops[-min(settings.TRUSTED_PROXY_COUNT, len(hops))]
 
 
 def _over_limit(key: str, limit: int, window_s: int) -> bool:
@@ -43,7 +52,7 @@ def limit_writes(view):
         if request.method == "POST":
             limit = settings.ANNOTATOR_WRITES_PER_MINUTE
             # Many annotators may share an address (a lab, a proxy), so it gets a wider allowance.
-            checks = [(f"addr:{_client_address(request)}", limit * 10)]
+            checks = [(f"addr:{client_address(request)}", limit * 10)]
             if kwargs.get("token"):
                 checks.append((f"token:{kwargs['token'][-24:]}", limit))
             for key, key_limit in checks:

@@ -7,6 +7,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.core.cache import caches
 from django.db.models import Avg, Count, IntegerField, Max, Q
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, Length
@@ -18,6 +19,10 @@ from distillation.services.students import teacher_prompt_version
 if TYPE_CHECKING:
     import pandas as pd
 
+# A study's constructs and conditions are read on every annotator request but change only while it is set
+# up, so each process keeps them this long (an edit to an open study shows within that time).
+STUDY_SETUP_CACHE_S = 60
+
 
 def study_for_slug(slug: str) -> Study | None:
     return Study.objects.filter(slug=slug).first()
@@ -27,19 +32,90 @@ def annotator_by_public_id(study: Study, public_id: str) -> Annotator | None:
     return Annotator.objects.filter(study=study, public_id=public_id).select_related("study").first()
 
 
+def annotator_in_study(slug: str, public_id: str) -> Annotator | None:
+    """The annotator with their study, in one query (the study's slug must match)."""
+    # Unique, so no ORDER BY: `.first()` would order by the model's ordering, which costs a join to compile.
+    found = Annotator.objects.filter(study__slug=slug, public_id=public_id).select_related("study").order_by()
+    return next(iter(found[:1]), None)
+
+
+def _study_setup(study: Study, what: str, load) -> list:
+    cache = caches["default"]
+    key = f"evalsite:study:{study.pk}:{what}"
+    found = cache.get(key)
+    if found is None:
+        found = load()
+        cache.set(key, found, timeout=STUDY_SETUP_CACHE_S)
+    return found
+
+
+def study_constructs(study: Study) -> list[Construct]:
+    """The study's constructs in display order (kept a minute per process, see `STUDY_SETUP_CACHE_S`)."""
+    return _study_setup(study, "constructs", lambda: list(Construct.objects.filter(study=study)))
+
+
+def study_conditions(study: Study) -> list[Condition]:
+    """The study's conditions in order (kept a minute per process, see `STUDY_SETUP_CACHE_S`)."""
+    return _study_setup(study, "conditions", lambda: list(Condition.objects.filter(study=study)))
+
+
 def current_assignment(annotator: Annotator) -> Assignment | None:
     return (
         annotator.assignments.filter(status=Assignment.Status.ASSIGNED)
-        .select_related("explanation__item", "explanation__condition", "second_explanation")
+        .select_related("explanation__item", "second_explanation")
         .order_by("position")
         .first()
     )
 
 
+def assignment_for_screen(assignment_id: int) -> Assignment:
+    """A screen with what it shows: its explanations and their item."""
+    return Assignment.objects.select_related("explanation__item", "second_explanation").get(pk=assignment_id)
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """An annotator's screens at a glance (one query, read on every screen request): screens done and
+    held (released ones aside), the first one left, and whether screens were ever allocated."""
+
+    done: int
+    total: int
+    current_id: int | None
+    ever_allocated: bool
+
+
+def session_state(annotator: Annotator) -> SessionState:
+    rows = list(annotator.assignments.order_by("position").values_list("pk", "status"))
+    held = [(pk, status) for pk, status in rows if status != Assignment.Status.RELEASED]
+    assigned = [pk for pk, status in held if status == Assignment.Status.ASSIGNED]
+    return SessionState(
+        done=sum(1 for _, status in held if status == Assignment.Status.COMPLETED),
+        total=len(held),
+        current_id=assigned[0] if assigned else None,
+        ever_allocated=bool(rows),
+    )
+
+
 def session_progress(annotator: Annotator) -> tuple[int, int]:
     """(screens done, screens in the session) for the progress bar."""
-    held = annotator.assignments.exclude(status=Assignment.Status.RELEASED)
-    return held.filter(status=Assignment.Status.COMPLETED).count(), held.count()
+    state = session_state(annotator)
+    return state.done, state.total
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    value: int
+    anchor: str
+    checked: bool
+
+
+@dataclass(frozen=True)
+class ScaleRow:
+    """One construct's row of points under an explanation, the saved answer checked (built here, not in the
+    template: the template's nested loops were a good part of a screen's rendering time)."""
+
+    construct: Construct
+    points: list[ScalePoint]
 
 
 @dataclass
@@ -47,20 +123,43 @@ class ShownExplanation:
     explanation: Explanation
     side: str
     saved: dict[int, int] = field(default_factory=dict)
+    rows: list[ScaleRow] = field(default_factory=list)
 
 
-def screen_explanations(annotator: Annotator, assignment: Assignment) -> list[ShownExplanation]:
-    """The explanations of a screen in display order, with answers saved so far (to resume a reload)."""
-    ids = [assignment.explanation_id, assignment.second_explanation_id]
-    ids = [i for i in ids if i is not None]
+def screen_explanations(
+    annotator: Annotator, assignment: Assignment, constructs: list[Construct], *, with_saved: bool = True
+) -> list[ShownExplanation]:
+    """The explanations of a screen in display order, with answers saved so far (to resume a reload).
+
+    The explanations come with the assignment (`current_assignment` joins them). `with_saved=False` skips
+    looking for saved answers: a screen shown for the first time has none, as only its page sends them.
+    """
+    shown = [e for e in (assignment.explanation, assignment.second_explanation) if e is not None]
     if assignment.left_right_swapped:
-        ids.reverse()
-    explanations = Explanation.objects.in_bulk(ids)
+        shown.reverse()
     saved: dict[int, dict[int, int]] = {}
-    for rating in Rating.objects.filter(annotator=annotator, explanation_id__in=ids):
-        saved.setdefault(rating.explanation_id, {})[rating.construct_id] = rating.value
-    sides = ["left", "right"] if len(ids) == 2 else ["only"] * len(ids)
-    return [ShownExplanation(explanations[i], side, saved.get(i, {})) for i, side in zip(ids, sides, strict=True)]
+    if with_saved and shown:
+        ratings = Rating.objects.filter(annotator=annotator, explanation_id__in=[e.pk for e in shown])
+        for explanation_id, construct_id, value in ratings.values_list("explanation_id", "construct_id", "value"):
+            saved.setdefault(explanation_id, {})[construct_id] = value
+    sides = ["left", "right"] if len(shown) == 2 else ["only"] * len(shown)
+    return [
+        ShownExplanation(e, side, saved.get(e.pk, {}), _rows(constructs, saved.get(e.pk, {})))
+        for e, side in zip(shown, sides, strict=True)
+    ]
+
+
+def _rows(constructs: list[Construct], saved: dict[int, int]) -> list[ScaleRow]:
+    return [
+        ScaleRow(
+            construct,
+            [
+                ScalePoint(point, anchor, saved.get(construct.pk) == point)
+                for point, anchor in enumerate(construct.anchors, start=1)
+            ],
+        )
+        for construct in constructs
+    ]
 
 
 @dataclass

@@ -24,15 +24,23 @@ def annotator_token(*, study_id: int, annotator_public_id: str) -> str:
     return signing.dumps({"s": study_id, "a": str(annotator_public_id)}, salt=ANNOTATOR_SALT, compress=True)
 
 
-def read_annotator_token(token: str, *, study_id: int) -> AnnotatorToken:
-    """Check a session token and that it belongs to this study (a token cannot be reused across studies)."""
+def parse_annotator_token(token: str) -> AnnotatorToken:
+    """Check a session token's signature; the caller checks that its study is the one asked for."""
     try:
         payload = signing.loads(token, salt=ANNOTATOR_SALT)
     except signing.BadSignature as exc:
         raise InvalidToken("bad signature") from exc
-    if not isinstance(payload, dict) or payload.get("s") != study_id or not payload.get("a"):
+    if not isinstance(payload, dict) or not isinstance(payload.get("s"), int) or not payload.get("a"):
         raise InvalidToken("token is for another study")
-    return AnnotatorToken(study_id=payload["s"], annotator_public_id=payload["a"])
+    return AnnotatorToken(study_id=payload["s"], annotator_public_id=str(payload["a"]))
+
+
+def read_annotator_token(token: str, *, study_id: int) -> AnnotatorToken:
+    """Check a session token and that it belongs to this study (a token cannot be reused across studies)."""
+    parsed = parse_annotator_token(token)
+    if parsed.study_id != study_id:
+        raise InvalidToken("token is for another study")
+    return parsed
 
 
 def invite_token(*, study_id: int, label: str) -> str:

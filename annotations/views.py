@@ -13,17 +13,16 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations import selectors
 from annotations.crowd import entry as crowd_entry
-from annotations.models import Annotator, Assignment, Study
+from annotations.models import Annotator, Study
 from annotations.ratelimit import limit_writes
 from annotations.services import sessions
-from annotations.tokens import InvalidToken, annotator_token, read_annotator_token, read_invite_token
+from annotations.tokens import InvalidToken, annotator_token, parse_annotator_token, read_invite_token
 
 logger = logging.getLogger("evalsite.annotators")
 
@@ -147,11 +146,20 @@ def prolific_entry(request: HttpRequest, slug: str) -> HttpResponse:
     return HttpResponseRedirect(_session_url(annotator))
 
 
-def _annotator_from_token(study: Study, token: str) -> Annotator:
-    parsed = read_annotator_token(token, study_id=study.pk)
-    annotator = selectors.annotator_by_public_id(study, parsed.annotator_public_id)
+def _annotator_from_token(slug: str, token: str) -> Annotator:
+    """The annotator a session token names, with their study, in one query; raises InvalidToken (or
+    Http404 for a study that does not exist)."""
+    try:
+        parsed = parse_annotator_token(token)
+    except InvalidToken:
+        _open_study(slug)  # an unknown study is a 404 whatever the token
+        raise
+    annotator = selectors.annotator_in_study(slug, parsed.annotator_public_id)
     if annotator is None:
+        _open_study(slug)
         raise InvalidToken("no such annotator")
+    if annotator.study_id != parsed.study_id:
+        raise InvalidToken("token is for another study")
     return annotator
 
 
@@ -159,19 +167,18 @@ def _annotator_from_token(study: Study, token: str) -> Annotator:
 @require_http_methods(["GET", "POST"])
 @limit_writes
 def session(request: HttpRequest, slug: str, token: str) -> HttpResponse:
-    study = _open_study(slug)
     try:
-        annotator = _annotator_from_token(study, token)
+        annotator = _annotator_from_token(slug, token)
     except InvalidToken as exc:
-        return _reject(request, 403, f"This link is not valid ({exc}).", study)
+        return _reject(request, 403, f"This link is not valid ({exc}).", selectors.study_for_slug(slug))
     sessions.annotator_touch(annotator)
     if request.method == "POST":
         return _session_post(request, annotator, token)
     return _session_get(request, annotator, token)
 
 
-def _context(annotator: Annotator, token: str, **extra) -> dict:
-    done, total = selectors.session_progress(annotator)
+def _context(annotator: Annotator, token: str, progress: tuple[int, int] | None = None, **extra) -> dict:
+    done, total = progress if progress is not None else selectors.session_progress(annotator)
     return {
         "study": annotator.study,
         "annotator": annotator,
@@ -201,43 +208,37 @@ def _session_get(request: HttpRequest, annotator: Annotator, token: str, error: 
             _context(annotator, token, error=error, questions=questions, given=request.POST),
             status=status,
         )
-    if _time_is_up(annotator):
-        Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ASSIGNED).update(
-            status=Assignment.Status.RELEASED
-        )
-    elif not annotator.assignments.exists():
-        try:
-            sessions.assignments_allocate(annotator=annotator)
-        except sessions.SessionError as exc:
-            return _reject(request, exc.status, str(exc), study)
-    assignment = selectors.current_assignment(annotator)
-    if assignment is None:
-        if not annotator.assignments.filter(status=Assignment.Status.COMPLETED).exists():
-            return render(request, "annotations/no_work.html", _context(annotator, token), status=200)
-        sessions.annotator_finish(annotator=annotator)
-        annotator.refresh_from_db()
+    try:
+        # Allocates on the first visit, releases what is left past the time limit, closes a session whose
+        # screens are done, and notes when a screen is first shown: a GET that writes, through the service.
+        screen = sessions.session_next_screen(annotator=annotator)
+    except sessions.SessionError as exc:
+        return _reject(request, exc.status, str(exc), study)
+    if screen.finished:
         return _done_page(request, annotator, token)
-    sessions.mark_shown(assignment)
+    progress = (screen.done, screen.total)
+    assignment = screen.assignment
+    if assignment is None:
+        return render(request, "annotations/no_work.html", _context(annotator, token, progress), status=200)
+    constructs = selectors.study_constructs(study)
     return render(
         request,
         "annotations/screen.html",
         _context(
             annotator,
             token,
+            progress,
             error=error,
             assignment=assignment,
-            shown=selectors.screen_explanations(annotator, assignment),
+            shown=selectors.screen_explanations(
+                annotator, assignment, constructs, with_saved=screen.shown_before or bool(error)
+            ),
             item=assignment.explanation.item if assignment.explanation else None,
-            constructs=list(study.constructs.all()),
-            attention_scale=range(1, max([c.scale_size for c in study.constructs.all()] or [5]) + 1),
+            constructs=constructs,
+            attention_scale=range(1, max([c.scale_size for c in constructs] or [5]) + 1),
         ),
         status=status,
     )
-
-
-def _time_is_up(annotator: Annotator) -> bool:
-    limit = annotator.study.time_limit_minutes
-    return bool(limit) and (timezone.now() - annotator.started_at).total_seconds() > limit * 60
 
 
 def _session_post(request: HttpRequest, annotator: Annotator, token: str) -> HttpResponse:
@@ -298,9 +299,8 @@ def _submit_screen(request: HttpRequest, annotator: Annotator) -> None:
 @limit_writes
 def answer(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     """Save one answer as it is given (called by the page's script); the full form still submits all."""
-    study = _open_study(slug)
     try:
-        annotator = _annotator_from_token(study, token)
+        annotator = _annotator_from_token(slug, token)
         if annotator.finished_at is not None:
             raise sessions.SessionError("this session is finished", status=409)
         if "preference" in request.POST:  # a pair screen's preference, autosaved like a rating

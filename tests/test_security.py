@@ -256,3 +256,40 @@ def test_many_sessions_from_one_address_share_ten_times_the_limit(client, writes
             assert client.post(url + "answer/", {}).status_code == 400  # counted even though malformed
     assert client.post(urls[10] + "answer/", {}).status_code == 429, "the address has used its 50"
     assert client.post(urls[10] + "answer/", {}, REMOTE_ADDR="10.0.0.2").status_code == 400, "others still may"
+
+
+def test_behind_the_proxy_the_rate_limit_counts_per_client_address_not_per_proxy(client, writes_limited_to_5, settings):
+    settings.BEHIND_TLS_PROXY = True
+    settings.TRUSTED_PROXY_COUNT = 1
+    study = build_study()
+    urls = [enter_by_link(client, study, f"ann-{index}") for index in range(12)]
+    via_proxy = {"REMOTE_ADDR": "10.0.0.1"}  # every request reaches the site from the proxy's own address
+    for url in urls[:10]:
+        for _ in range(5):
+            response = client.post(url + "answer/", {}, HTTP_X_FORWARDED_FOR="198.51.100.7", **via_proxy)
+            assert response.status_code == 400
+    assert client.post(urls[10] + "answer/", {}, HTTP_X_FORWARDED_FOR="198.51.100.7", **via_proxy).status_code == 429
+    other_client = client.post(urls[10] + "answer/", {}, HTTP_X_FORWARDED_FOR="203.0.113.9", **via_proxy)
+    assert other_client.status_code == 400, "another annotator behind the same proxy has their own allowance"
+    # A client cannot buy a fresh bucket by sending its own X-Forwarded-For: the proxy appends the real address.
+    forged = client.post(urls[11] + "answer/", {}, HTTP_X_FORWARDED_FOR="192.0.2.1, 198.51.100.7", **via_proxy)
+    assert forged.status_code == 429
+
+
+def test_the_client_address_comes_from_the_proxy_header_only_behind_the_proxy(settings):
+    from django.test import RequestFactory
+
+    def address(**meta) -> str:
+        return ratelimit.client_address(RequestFactory().post("/", **meta))
+
+    settings.BEHIND_TLS_PROXY = False
+    assert address(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1") == "10.0.0.1", "not believed directly"
+    settings.BEHIND_TLS_PROXY = True
+    settings.TRUSTED_PROXY_COUNT = 1
+    assert address(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1, 198.51.100.7") == "198.51.100.7"
+    assert address(REMOTE_ADDR="10.0.0.1") == "10.0.0.1", "no header: the peer's address"
+    settings.TRUSTED_PROXY_COUNT = 2  # a CDN in front of the TLS proxy: the CDN's address is the last entry
+    assert address(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1, 198.51.100.7, 172.16.0.5") == (
+        "198.51.100.7"
+    )
+    assert address(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.7") == "198.51.100.7"

@@ -177,10 +177,19 @@ class Explanation(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     provenance = models.JSONField(default=dict, blank=True, help_text="File, row, columns; or run and job.")
     predicted_answer = models.TextField(blank=True)
+    reserved = models.PositiveIntegerField(
+        default=0,
+        help_text="Screens that hold this explanation and are not released (done or in progress); kept by the "
+        "allocation services in the same transaction as the screens.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["item_id", "condition_id", "-version"]
+        indexes = [
+            # Allocation's bounded question: the least-reserved current explanations of one condition.
+            models.Index(fields=["condition", "is_current", "reserved"], name="explanation_least_reserved"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["item", "condition", "version"], name="explanation_unique_version"),
             models.UniqueConstraint(

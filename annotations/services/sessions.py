@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import logging
+import random
 import secrets
+import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.core.cache import caches
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import F, Q, Window
+from django.db.models.functions import Mod, RowNumber
 from django.utils import timezone
 
-from annotations.assignment import AttentionChecks, Candidate, plan_assignment
-from annotations.models import Annotator, Assignment, Construct, Explanation, Rating, Study
+from annotations import selectors
+from annotations.assignment import AssignmentPlan, AttentionChecks, Candidate, plan_assignment
+from annotations.models import Annotator, Assignment, Condition, Construct, Explanation, Rating, Study
 
 logger = logging.getLogger("evalsite.annotators")
 
 MAX_FREE_TEXT = 120
 ALLOCATION_RETRIES = 3
+# Allocation reads, per condition, this many times the screens it plans (at least MIN_CANDIDATES) of the
+# least-reserved open explanations: with at least as many items per condition as screens, a plan that
+# fits exists (any slot has more free items than there are slots); it reads further only when it did not.
+CANDIDATE_SLACK = 2
+MIN_CANDIDATES = 8
+_PRIME = 2_147_483_647  # for the per-annotator order of tied items
+STALE_RELEASE_EVERY_S = 60
+TOUCH_EVERY_S = 30
 
 
 class SessionError(Exception):
@@ -126,7 +140,13 @@ def annotator_enter(
 
 
 def annotator_touch(annotator: Annotator) -> None:
-    Annotator.objects.filter(pk=annotator.pk).update(last_seen_at=timezone.now())
+    """Note that the annotator is active. Written at most every `TOUCH_EVERY_S` seconds: it only feeds the
+    stale-screen release, whose timeout is in minutes, and a write per request would be much of the work."""
+    now = timezone.now()
+    if annotator.last_seen_at is not None and (now - annotator.last_seen_at).total_seconds() < TOUCH_EVERY_S:
+        return
+    Annotator.objects.filter(pk=annotator.pk).update(last_seen_at=now)
+    annotator.last_seen_at = now
 
 
 def annotator_consent(*, annotator: Annotator) -> None:
@@ -168,77 +188,202 @@ def assignments_release_stale(*, study: Study) -> int:
     stale = Assignment.objects.filter(
         annotator__study=study, status=Assignment.Status.ASSIGNED, annotator__finished_at__isnull=True
     ).filter(Q(annotator__last_seen_at__lt=cutoff) | Q(annotator__last_seen_at__isnull=True, assigned_at__lt=cutoff))
-    return stale.update(status=Assignment.Status.RELEASED)
+    return _release(stale)
 
 
-def _reserved_counts(study: Study) -> dict[int, int]:
-    """Per explanation: screens that hold it and are not released (done or in progress)."""
-    live = Assignment.objects.filter(annotator__study=study).exclude(status=Assignment.Status.RELEASED)
-    counts: dict[int, int] = {}
-    for field in ("explanation_id", "second_explanation_id"):
-        for row in live.exclude(**{field: None}).values(field).annotate(n=Count("id")):
-            counts[row[field]] = counts.get(row[field], 0) + row["n"]
-    return counts
+def assignments_release_unfinished(*, annotator: Annotator) -> int:
+    """Release the screens an annotator has not done (their time limit ran out)."""
+    return _release(Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ASSIGNED))
 
 
-def _plan_for(annotator: Annotator, study: Study) -> tuple[list, str]:
-    held = annotator.assignments.exclude(status=Assignment.Status.RELEASED)
-    seen_items = set(held.exclude(explanation=None).values_list("explanation__item_id", flat=True))
-    done_screens = held.exclude(kind=Assignment.Kind.ATTENTION).count()
-    wanted = study.explanations_per_annotator - done_screens
-    if wanted <= 0:
-        return [], ""
-    counts = _reserved_counts(study)
-    explanations = Explanation.objects.filter(item__study=study, is_current=True).select_related("condition")
-    candidates = [
-        Candidate(e.pk, e.item_id, e.condition.label, counts.get(e.pk, 0), study.ratings_per_explanation)
-        for e in explanations
-    ]
-    scale = study.constructs.order_by("-scale_size").values_list("scale_size", flat=True).first() or 5
-    positions = tuple(study.attention_check_positions or [])
-    plan = plan_assignment(
-        candidates,
-        mode=study.mode,
-        wanted=wanted,
-        seed=annotator.assignment_seed + done_screens,
-        seen_item_ids=seen_items,
-        attention=AttentionChecks(positions=positions, scale_size=scale),
-        conditions=list(study.conditions.values_list("label", flat=True)),
+def _release(assignments) -> int:
+    """Release screens and give their places back to their explanations, in one transaction. Screens being
+    submitted right now are locked by the submit and skipped: they are not stale."""
+    with transaction.atomic():
+        rows = list(
+            assignments.select_for_update(skip_locked=True, of=("self",)).values_list(
+                "pk", "explanation_id", "second_explanation_id"
+            )
+        )
+        if not rows:
+            return 0
+        Assignment.objects.filter(pk__in=[pk for pk, *_ in rows], status=Assignment.Status.ASSIGNED).update(
+            status=Assignment.Status.RELEASED
+        )
+        freed = Counter(eid for _, *eids in rows for eid in eids if eid is not None)
+        # In primary-key order, as allocation locks them, so that the two cannot deadlock.
+        list(Explanation.objects.select_for_update().filter(pk__in=freed).order_by("pk").values_list("pk"))
+        by_amount: dict[int, list[int]] = defaultdict(list)
+        for explanation_id, n in freed.items():
+            by_amount[n].append(explanation_id)
+        for n, ids in sorted(by_amount.items()):
+            Explanation.objects.filter(pk__in=ids).update(reserved=F("reserved") - n)
+    return len(rows)
+
+
+def _release_stale_now_and_then(study: Study) -> None:
+    # Once a minute per study and process is plenty for a timeout counted in minutes; doing it on every
+    # allocation would put a study-wide scan on the first screen of every annotator.
+    if caches["default"].add(f"evalsite:stale-release:{study.pk}", 1, timeout=STALE_RELEASE_EVERY_S):
+        released = assignments_release_stale(study=study)
+        if released:
+            logger.info("released %s stale screens in %s", released, study.slug)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What an annotator already holds: items seen, screens counted, the last position used."""
+
+    seen_items: set[int]
+    rating_screens: int
+    last_position: int
+    unfinished: bool
+
+
+def _held(annotator: Annotator) -> _Held:
+    rows = list(
+        annotator.assignments.exclude(status=Assignment.Status.RELEASED).values_list(
+            "status", "kind", "position", "explanation__item_id"
+        )
     )
-    return plan.screens, plan.reason
+    return _Held(
+        seen_items={item for *_, item in rows if item is not None},
+        rating_screens=sum(1 for _, kind, *_ in rows if kind != Assignment.Kind.ATTENTION),
+        last_position=max((position for _, _, position, _ in rows), default=0),
+        unfinished=any(status == Assignment.Status.ASSIGNED for status, *_ in rows),
+    )
+
+
+class _Busy(Exception):
+    """Another allocation held explanations this plan needed: roll back and try again."""
 
 
 def assignments_allocate(*, annotator: Annotator) -> list[Assignment]:
-    """Give the annotator their screens. Serialised per study, so a target is never overshot."""
-    for _ in range(ALLOCATION_RETRIES):
+    """Give the annotator their screens; targets are never overshot.
+
+    Allocations of different annotators run side by side: each locks only the explanations it reads, a
+    bounded set (see `_open_candidates`), and skips those another allocation has locked. When that leaves
+    the plan short it tries again; the last try waits for the locks instead of skipping them.
+    """
+    _release_stale_now_and_then(annotator.study)
+    for attempt in range(ALLOCATION_RETRIES):
         try:
-            return _allocate_once(annotator)
-        except _Overshoot:
-            continue
+            return _allocate_once(annotator, wait_for_locks=attempt == ALLOCATION_RETRIES - 1)
+        except _Busy:
+            time.sleep(random.uniform(0.005, 0.03))
     raise NoWorkLeft("the study is busy; please reload in a moment")
 
 
-class _Overshoot(Exception):
-    pass
-
-
-def _allocate_once(annotator: Annotator) -> list[Assignment]:
+def _allocate_once(annotator: Annotator, *, wait_for_locks: bool) -> list[Assignment]:
+    study = annotator.study
     with transaction.atomic():
-        # The study row is the lock: one allocation at a time per study, others wait a few milliseconds.
-        study = Study.objects.select_for_update().get(pk=annotator.study_id)
-        if annotator.assignments.filter(status=Assignment.Status.ASSIGNED).exists():
+        # Two tabs of one annotator allocate one after the other; different annotators do not wait.
+        list(Annotator.objects.select_for_update().filter(pk=annotator.pk).values_list("pk"))
+        held = _held(annotator)
+        if held.unfinished:
             return list(annotator.assignments.filter(status=Assignment.Status.ASSIGNED))
-        assignments_release_stale(study=study)
-        screens, reason = _plan_for(annotator, study)
-        if not screens:
-            if reason:
-                logger.info("no work for annotator %s in %s: %s", annotator.pk, study.slug, reason)
+        wanted = study.explanations_per_annotator - held.rating_screens
+        if wanted <= 0:
             return []
-        start = annotator.assignments.order_by("-position").values_list("position", flat=True).first() or 0
-        created = [_assignment_from_screen(annotator, start, screen) for screen in screens]
+        conditions = selectors.study_conditions(study)
+        constructs = selectors.study_constructs(study)
+        plan = _plan(annotator, study, held, wanted, conditions, constructs, wait_for_locks=wait_for_locks)
+        if plan.reason:
+            logger.info("allocation for annotator %s in %s: %s", annotator.pk, study.slug, plan.reason)
+        if not plan.screens:
+            return []
+        created = [_assignment_from_screen(annotator, held.last_position, screen) for screen in plan.screens]
         Assignment.objects.bulk_create(created)
-        _check_targets(study, [eid for screen in screens for eid in screen.explanation_ids])
+        reserved = plan.explanation_ids
+        # The rows are locked (PostgreSQL) or the database is (SQLite, IMMEDIATE transactions), so this
+        # always matches; the condition makes an overshoot impossible even if it did not.
+        updated = Explanation.objects.filter(pk__in=reserved, reserved__lt=study.ratings_per_explanation).update(
+            reserved=F("reserved") + 1
+        )
+        if updated != len(reserved):
+            raise _Busy()
         return created
+
+
+def _plan(
+    annotator: Annotator,
+    study: Study,
+    held: _Held,
+    wanted: int,
+    conditions: list[Condition],
+    constructs: list[Construct],
+    *,
+    wait_for_locks: bool,
+) -> AssignmentPlan:
+    units = len(conditions) if study.mode == Study.Mode.SINGLE else len(conditions) * (len(conditions) - 1) // 2
+    slots = max(1, wanted // max(units, 1) * max(units, 1))
+    limit = max(MIN_CANDIDATES, CANDIDATE_SLACK * slots)
+    seed = annotator.assignment_seed + held.rating_screens
+    while True:
+        candidates, skipped, exhausted = _open_candidates(
+            study, conditions, held.seen_items, limit=limit, seed=seed, wait_for_locks=wait_for_locks
+        )
+        plan = plan_assignment(
+            candidates,
+            mode=study.mode,
+            wanted=wanted,
+            seed=seed,
+            seen_item_ids=held.seen_items,
+            attention=AttentionChecks(
+                positions=tuple(study.attention_check_positions or []),
+                scale_size=max((c.scale_size for c in constructs), default=5),
+            ),
+            conditions=[c.label for c in conditions],
+        )
+        if plan.blocks_planned == plan.blocks_wanted or not units:
+            return plan
+        if skipped:
+            raise _Busy()
+        if exhausted:
+            return plan
+        limit *= 4  # the first rows read did not fit together (items seen, or shared): read further
+
+
+def _open_candidates(
+    study: Study, conditions: list[Condition], seen_items: set[int], *, limit: int, seed: int, wait_for_locks: bool
+) -> tuple[list[Candidate], bool, bool]:
+    """Per condition, the `limit` least-reserved explanations under target on items not seen yet, locked.
+
+    Ties go in an order of items drawn for this annotator (a multiplicative hash of the item id), so that
+    annotators arriving together read different rows and rarely meet on a lock; in pair mode it also puts
+    the conditions' candidates on the same items. Two queries whatever the study's size. Returns the
+    candidates, whether rows another allocation had locked were skipped, and whether every open row was read.
+    """
+    target = study.ratings_per_explanation
+    label_of = {c.pk: c.label for c in conditions}
+    multiplier, offset = seed % (_PRIME - 1) + 1, (seed >> 31) % _PRIME
+    open_rows = Explanation.objects.filter(condition_id__in=label_of, is_current=True, reserved__lt=target).exclude(
+        item_id__in=seen_items
+    )
+    ranked = list(
+        open_rows.annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("condition_id")],
+                order_by=[F("reserved").asc(), Mod(F("item_id") * multiplier + offset, _PRIME).asc(), F("id").asc()],
+            )
+        )
+        .filter(rank__lte=limit)
+        .values_list("pk", "item_id", "condition_id")
+    )
+    per_condition = Counter(condition_id for *_, condition_id in ranked)
+    exhausted = all(n < limit for n in per_condition.values())
+    if study.mode == Study.Mode.SINGLE:
+        wanted_rows = open_rows.filter(pk__in=[pk for pk, *_ in ranked])
+    else:
+        # A pair needs both of its explanations on one item: take every open explanation of those items.
+        wanted_rows = open_rows.filter(item_id__in={item for _, item, _ in ranked})
+    locking = wanted_rows.select_for_update(skip_locked=not wait_for_locks).order_by("pk")
+    rows = list(locking.values_list("pk", "item_id", "condition_id", "reserved"))
+    # Waiting for the locks, a row that is missing reached its target meanwhile: it is full, not skipped.
+    skipped = not wait_for_locks and not {pk for pk, *_ in ranked} <= {pk for pk, *_ in rows}
+    candidates = [Candidate(pk, item, label_of[cond], reserved, target) for pk, item, cond, reserved in rows]
+    return candidates, skipped, exhausted
 
 
 def _assignment_from_screen(annotator: Annotator, start: int, screen) -> Assignment:
@@ -255,13 +400,6 @@ def _assignment_from_screen(annotator: Annotator, start: int, screen) -> Assignm
     )
 
 
-def _check_targets(study: Study, explanation_ids: list[int]) -> None:
-    """Belt and braces for databases without row locks (SQLite): undo an allocation that overshot."""
-    counts = _reserved_counts(study)
-    if any(counts.get(eid, 0) > study.ratings_per_explanation for eid in explanation_ids):
-        raise _Overshoot()
-
-
 @dataclass(frozen=True)
 class ScreenAnswer:
     explanation_id: int
@@ -270,12 +408,13 @@ class ScreenAnswer:
 
 
 def _checked_assignment(annotator: Annotator, assignment_id: int) -> Assignment:
-    assignment = (
+    found = (
         Assignment.objects.select_for_update()
         .filter(pk=assignment_id, annotator=annotator)
         .exclude(status=Assignment.Status.RELEASED)
-        .first()
+        .order_by()  # one row by primary key: no ordering to compile
     )
+    assignment = next(iter(found), None)
     if assignment is None:
         logger.warning("annotator %s sent a screen that is not theirs: %s", annotator.pk, assignment_id)
         raise SessionError("this screen is not part of your assignment", status=403)
@@ -298,13 +437,19 @@ def _validate_answers(assignment: Assignment, answers: list[ScreenAnswer], const
 
 
 def _upsert_ratings(annotator: Annotator, assignment: Assignment, answers: list[ScreenAnswer]) -> None:
-    for answer in answers:
-        Rating.objects.update_or_create(
-            annotator=annotator,
-            explanation_id=answer.explanation_id,
-            construct_id=answer.construct_id,
-            defaults={"value": answer.value, "assignment": assignment},
-        )
+    """One statement whatever the number of constructs: insert, or on a second answer change the value."""
+    latest = {(a.explanation_id, a.construct_id): a.value for a in answers}
+    if not latest:
+        return
+    Rating.objects.bulk_create(
+        [
+            Rating(annotator=annotator, explanation_id=eid, construct_id=cid, value=value, assignment=assignment)
+            for (eid, cid), value in latest.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["annotator", "explanation", "construct"],
+        update_fields=["value", "assignment", "updated_at"],
+    )
 
 
 def answer_save(*, annotator: Annotator, assignment_id: int, answer: ScreenAnswer) -> None:
@@ -313,7 +458,7 @@ def answer_save(*, annotator: Annotator, assignment_id: int, answer: ScreenAnswe
         assignment = _checked_assignment(annotator, assignment_id)
         if assignment.kind == Assignment.Kind.ATTENTION:
             raise SessionError("attention rows are sent with the screen", status=400)
-        constructs = {c.pk: c for c in annotator.study.constructs.all()}
+        constructs = {c.pk: c for c in selectors.study_constructs(annotator.study)}
         _validate_answers(assignment, [answer], constructs)
         _upsert_ratings(annotator, assignment, [answer])
 
@@ -346,7 +491,7 @@ def screen_submit(
     with transaction.atomic():
         assignment = _checked_assignment(annotator, assignment_id)
         study = annotator.study
-        constructs = {c.pk: c for c in study.constructs.all()}
+        constructs = {c.pk: c for c in selectors.study_constructs(study)}
         if assignment.kind == Assignment.Kind.ATTENTION:
             _record_attention(annotator, assignment, attention_value, max(c.scale_size for c in constructs.values()))
         else:
@@ -364,7 +509,16 @@ def screen_submit(
         assignment.completed_at = now
         if assignment.first_shown_at is not None:
             assignment.seconds_spent = (now - assignment.first_shown_at).total_seconds()
-        assignment.save()
+        assignment.save(
+            update_fields=[
+                "status",
+                "completed_at",
+                "seconds_spent",
+                "attention_value",
+                "preferred_explanation",
+                "no_preference",
+            ]
+        )
         return assignment
 
 
@@ -388,10 +542,55 @@ def _record_preference(assignment: Assignment, shown: set[int], preferred: int |
     assignment.preferred_explanation_id, assignment.no_preference = preferred, False
 
 
-def mark_shown(assignment: Assignment) -> None:
-    if assignment.first_shown_at is None:
-        Assignment.objects.filter(pk=assignment.pk, first_shown_at__isnull=True).update(first_shown_at=timezone.now())
-        assignment.first_shown_at = timezone.now()
+def mark_shown(assignment: Assignment) -> bool:
+    """Note when a screen was first shown (its time on screen counts from then); True if it was before."""
+    if assignment.first_shown_at is not None:
+        return True
+    now = timezone.now()
+    Assignment.objects.filter(pk=assignment.pk, first_shown_at__isnull=True).update(first_shown_at=now)
+    assignment.first_shown_at = now
+    return False
+
+
+@dataclass(frozen=True)
+class NextScreen:
+    """What an annotator's visit shows: a screen (`assignment`), the completion page (`finished`), or,
+    with neither, the page that says there is no work left."""
+
+    assignment: Assignment | None
+    shown_before: bool
+    done: int
+    total: int
+    finished: bool
+
+
+def time_is_up(annotator: Annotator) -> bool:
+    limit = annotator.study.time_limit_minutes
+    return bool(limit) and (timezone.now() - annotator.started_at).total_seconds() > limit * 60
+
+
+def session_next_screen(*, annotator: Annotator) -> NextScreen:
+    """The screen to show next, with the writes a visit implies: screens allocated on the first visit, those
+    left released once the time limit has run out, the session closed after its last screen, and each
+    screen's first showing noted."""
+    expired = time_is_up(annotator)
+    if expired:
+        assignments_release_unfinished(annotator=annotator)
+    state = selectors.session_state(annotator)
+    if not state.ever_allocated and not expired:
+        created = sorted(assignments_allocate(annotator=annotator), key=lambda a: a.position)
+        state = selectors.SessionState(
+            done=0, total=len(created), current_id=created[0].pk if created else None, ever_allocated=bool(created)
+        )
+    if state.current_id is None:
+        if not state.done:
+            return NextScreen(None, False, state.done, state.total, finished=False)
+        annotator_finish(annotator=annotator)
+        annotator.refresh_from_db(fields=["finished_at", "completion_code", "flags"])
+        return NextScreen(None, False, state.done, state.total, finished=True)
+    assignment = selectors.assignment_for_screen(state.current_id)
+    shown_before = mark_shown(assignment)
+    return NextScreen(assignment, shown_before, state.done, state.total, finished=False)
 
 
 def annotator_finish(*, annotator: Annotator) -> str:

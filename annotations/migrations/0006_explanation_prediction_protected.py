@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0004_crowd_batch_paused_status'),
+        ('annotations', '0005_explanation_reserved_count'),
         ('distillation', '0002_prediction_sets'),
     ]
 
