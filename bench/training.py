@@ -1,7 +1,9 @@
-"""Benchmark of the student-training core on a tiny T5 on CPU: throughput, multitask overhead, batched inference.
+"""Benchmark of student training at a realistic width (a t5-v1_1-small-shaped T5 from its config, random weights).
 
-Run: ``.venv/bin/python bench/training.py [--data-dir DIR] [--threads N]`` (DIR defaults to EVALSITE_DATA_DIR).
-Prints one table. Bounded to well under three minutes on two cores.
+Prints each method's questions/s and tokens/s (steps of whole questions, every task of each), and MT+CF's cost
+per real token against a plain single-task fine-tune of the same model on the same kind of data (goal <= 1.10).
+Run: ``.venv/bin/python bench/training.py [--data-dir DIR] [--shape t5-v1_1-small] [--questions 4] [--steps 3]``.
+On the shared two-core development machine the default takes a few minutes; ``--shape tiny`` is a smoke test.
 """
 
 from __future__ import annotations
@@ -11,58 +13,20 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from distillation.ml.tasks import Method, TaskKind, TeacherExample, build_task_examples, load_teacher_examples
+from students_common import SHAPES, build_shaped_student, time_training
 
-MAX_INPUT_TOKENS = 256
-MAX_TARGET_TOKENS = 128
-BATCH_SIZE = 16
-TIMED_STEPS = 8
-WARMUP_STEPS = 2
+from distillation.ml.tasks import Method, TaskKind, build_task_examples, load_teacher_examples
 
 
-@dataclass
-class Row:
-    measure: str
-    value: float
-    unit: str
-    note: str = ""
-
-
-def train_throughput(method: str, examples: list[TeacherExample]) -> tuple[float, float]:
-    """Mean examples/s and tokens/s of ``train_student``'s steps after warm-up (the step timings it reports)."""
-    from distillation.ml.training import TrainingConfig, train_student
-
-    step_metrics: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory() as output_dir:
-        config = TrainingConfig(
-            student="tiny",
-            method=method,
-            max_steps=WARMUP_STEPS + TIMED_STEPS,
-            batch_size=BATCH_SIZE,
-            max_input_tokens=MAX_INPUT_TOKENS,
-            max_target_tokens=MAX_TARGET_TOKENS,
-            checkpoint_every=10_000,
-            validation_fraction=0.02,
-            output_dir=output_dir,
-        )
-        train_student(
-            config,
-            examples,
-            progress=lambda step, total, stage, metrics: step_metrics.append(metrics) if stage == "training" else None,
-        )
-    timed = step_metrics[WARMUP_STEPS:]
-    seconds = sum(BATCH_SIZE / m["examples_per_s"] for m in timed)
-    tokens = sum(m["tokens_per_s"] * BATCH_SIZE / m["examples_per_s"] for m in timed)
-    return BATCH_SIZE * len(timed) / seconds, tokens / seconds
-
-
-def plain_single_task_seconds_per_token(examples: list[TeacherExample]) -> float:
-    """A plain fine-tune: one task ([factual]), the model's own mean loss, the same batching and optimizer."""
+def single_task_seconds_per_token(
+    model_dir: Path, examples, *, questions: int, steps: int, warmup: int, max_tokens: int
+):
+    """A plain fine-tune: one task ([factual]) in batches of sequences, the model's own mean loss, AdamW."""
     import numpy as np
     import torch
 
@@ -70,21 +34,18 @@ def plain_single_task_seconds_per_token(examples: list[TeacherExample]) -> float
     from distillation.ml.students import load_student
     from distillation.ml.training import LengthGroupedBatches
 
-    student = load_student("tiny", seed=0)
+    student = load_student(model_dir)
     tasks = [task for task in build_task_examples(examples, Method.CF) if task.kind is TaskKind.FACTUAL]
     data = tokenize_tasks(
-        tasks,
-        student.tokenizer,
-        is_encoder_decoder=True,
-        max_input_tokens=MAX_INPUT_TOKENS,
-        max_target_tokens=MAX_TARGET_TOKENS,
+        tasks, student.tokenizer, is_encoder_decoder=True, max_input_tokens=max_tokens, max_target_tokens=max_tokens
     )
-    batches = LengthGroupedBatches(data.sequence_lengths(), BATCH_SIZE, seed=0)
+    # As many sequences a step as MT+CF has (4 per question), so the batches are the same size.
+    batches = LengthGroupedBatches(data.sequence_lengths(), 4 * questions, seed=0)
     collator = TaskCollator(student.tokenizer.pad_token_id, student.model.config.decoder_start_token_id)
     model = student.model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     seconds, tokens = 0.0, 0
-    for step in range(WARMUP_STEPS + TIMED_STEPS):
+    for step in range(warmup + steps):
         started = time.perf_counter()
         batch = collator(data, np.asarray(batches.batch(step)))
         loss = model(
@@ -97,75 +58,72 @@ def plain_single_task_seconds_per_token(examples: list[TeacherExample]) -> float
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step >= WARMUP_STEPS:
+        if step >= warmup:
             seconds += time.perf_counter() - started
             tokens += batch["n_tokens"]
     return seconds / tokens
 
 
-def inference_rates(examples: list[TeacherExample], n_questions: int = 24) -> tuple[float, float]:
-    """Explanations per second generated in batches of 8 and one at a time (64 new tokens each)."""
-    import torch
-
-    from distillation.ml.inference import generate_token_ids
-    from distillation.ml.students import load_student
-    from distillation.ml.tasks import task_input
-
-    student = load_student("tiny", seed=0)
-    # Random weights of this scale never emit eos, so every explanation is the full 64 tokens.
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in student.model.parameters():
-            parameter.normal_(0.0, 0.5)
-    inputs = [task_input(TaskKind.EXPLAIN, e.question, e.choices) for e in examples[:n_questions]]
-    settings = {"max_input_tokens": MAX_INPUT_TOKENS, "max_new_tokens": 64}
-    generate_token_ids(student, inputs[:2], batch_size=2, **settings)  # warm-up
-    started = time.perf_counter()
-    generate_token_ids(student, inputs, batch_size=8, **settings)
-    batched = n_questions / (time.perf_counter() - started)
-    started = time.perf_counter()
-    for text in inputs:
-        generate_token_ids(student, [text], batch_size=1, **settings)
-    alone = n_questions / (time.perf_counter() - started)
-    return batched, alone
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("EVALSITE_DATA_DIR", ""))
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (1 avoids oversubscribing shared cores)"
-    )
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="t5-v1_1-small")
+    parser.add_argument("--questions", type=int, default=4, help="questions per step")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
     if not args.data_dir:
         parser.error("give --data-dir or set EVALSITE_DATA_DIR to the reference data")
 
     import torch
 
+    from distillation.ml.training import TrainingConfig
+
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    examples = load_teacher_examples(Path(args.data_dir) / "teacher" / "cqa-llama2-13b-train.jsonl.gz", limit=256)
+    examples = load_teacher_examples(Path(args.data_dir) / "teacher" / "cqa-llama2-13b-train.jsonl.gz", limit=400)
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir, n_parameters, _ = build_shaped_student(args.shape, Path(scratch) / "student")
+        results = {}
+        for method in ("mt", "cf", "mtcf"):
+            config = TrainingConfig(
+                student=str(model_dir),
+                method=method,
+                max_steps=args.warmup + args.steps,
+                batch_size=args.questions,
+                max_input_tokens=args.max_tokens,
+                max_target_tokens=args.max_tokens,
+                eval_every=0,
+                checkpoint_every=10**9,
+                output_dir=str(Path(scratch) / method),
+            )
+            results[method] = time_training(config, examples, args.warmup)
+        plain = single_task_seconds_per_token(
+            model_dir,
+            examples,
+            questions=args.questions,
+            steps=args.steps,
+            warmup=args.warmup,
+            max_tokens=args.max_tokens,
+        )
 
-    rows: list[Row] = []
-    seconds_per_token: dict[str, float] = {}
-    for method in ("mt", "cf", "mtcf"):
-        examples_per_s, tokens_per_s = train_throughput(method, examples)
-        seconds_per_token[method] = 1 / tokens_per_s
-        rows.append(Row(f"train {method}: sequences/s", examples_per_s, "seq/s", f"batch {BATCH_SIZE}"))
-        rows.append(Row(f"train {method}: tokens/s", tokens_per_s, "tok/s", "non-padding input+target"))
-    plain = plain_single_task_seconds_per_token(examples)
-    rows.append(Row("plain single-task fine-tune: tokens/s", 1 / plain, "tok/s", "[factual] only, model's own loss"))
-    rows.append(Row("MT+CF time per token / plain", seconds_per_token["mtcf"] / plain, "ratio", "target <= 1.10"))
-    batched, alone = inference_rates(examples)
-    rows.append(Row("inference: explanations/s batched (8)", batched, "expl/s", "64 new tokens each"))
-    rows.append(Row("inference: explanations/s one at a time", alone, "expl/s"))
-    rows.append(Row("inference: batched speed-up", batched / alone, "x"))
-
-    width = max(len(row.measure) for row in rows)
-    print(f"tiny T5 on CPU, {args.threads} thread(s), inputs <= {MAX_INPUT_TOKENS}, targets <= {MAX_TARGET_TOKENS}")
-    print(f"{'measure':<{width}}  {'value':>10}  {'unit':<7} note")
-    for row in rows:
-        print(f"{row.measure:<{width}}  {row.value:>10.2f}  {row.unit:<7} {row.note}")
+    print(
+        f"{args.shape}-shaped T5 ({n_parameters / 1e6:.0f}M parameters, random weights, byte tokens), CPU, "
+        f"{args.threads} thread(s), {args.questions} questions a step, tokens cut at {args.max_tokens}"
+    )
+    print(f"{'method':<8} {'questions/s':>12} {'tokens/s':>10} {'s/step':>8} {'s per 1k tokens':>16}")
+    for method, times in results.items():
+        print(
+            f"{method:<8} {times.questions_per_s:>12.2f} {times.tokens_per_s:>10.0f} {times.seconds_per_step:>8.2f} "
+            f"{1000 / times.tokens_per_s:>16.3f}"
+        )
+    print(
+        f"{'single':<8} {'':>12} {1 / plain:>10.0f} {'':>8} {1000 * plain:>16.3f}  ([factual] only, model's own loss)"
+    )
+    ratio = (1 / results["mtcf"].tokens_per_s) / plain
+    print(f"MT+CF cost per real token / single-task: {ratio:.2f}x (goal <= 1.10)")
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

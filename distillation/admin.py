@@ -10,7 +10,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 
 from distillation.forms import StudentRunCreateForm
 from distillation.models import Dataset, Prediction, Question, StudentRun, Teacher, TeacherOutput, TeacherRun
@@ -83,7 +83,7 @@ class StudentRunAdmin(admin.ModelAdmin):
     # A run's definition is fixed once it exists (its checkpoints were made with it); what the jobs write
     # (status, metrics, checkpoint folder) is never typed in.
     editable_after_creation = ["name", "model_size"]
-    run_page_fields = ["summary", "prediction_sets_display", "sample_predictions", "run_jobs"]
+    run_page_fields = ["summary", "training_curves", "prediction_sets_display", "sample_predictions", "run_jobs"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -241,6 +241,23 @@ class StudentRunAdmin(admin.ModelAdmin):
             ),
         )
 
+    @admin.display(description="training curves")
+    def training_curves(self, run: StudentRun) -> str:
+        """The step losses and the validation loss and exact-match accuracy, as stored in the run's metrics."""
+        metrics = run.metrics or {}
+        losses = [(step + 1, value) for step, value in enumerate(metrics.get("loss_history") or [])]
+        validation = metrics.get("validation") or []
+        held_out = [(p["step"], p["loss"]) for p in validation if p.get("loss") is not None]
+        accuracy = [(p["step"], 100 * p["accuracy"]) for p in validation if p.get("accuracy") is not None]
+        if not losses:
+            return "no training steps recorded yet"
+        charts = [
+            line_chart([("training loss", "#1f77b4", losses), ("validation loss", "#d62728", held_out)], "loss"),
+        ]
+        if accuracy:
+            charts.append(line_chart([("validation exact match", "#2ca02c", accuracy)], "exact match (%)"))
+        return format_html_join("", "{}", ((chart,) for chart in charts))
+
     @admin.action(description="Train (or resume from the last checkpoint) and evaluate", permissions=["change"])
     def train_or_resume(self, request, queryset):
         self.enqueue_for_each(request, queryset, student_training_enqueue)
@@ -279,3 +296,56 @@ class PredictionAdmin(admin.ModelAdmin):
     @admin.display(description="explanation")
     def short_explanation(self, prediction: Prediction) -> str:
         return prediction.explanation[:100]
+
+
+def line_chart(series: list[tuple[str, str, list[tuple[float, float]]]], y_label: str) -> SafeString:
+    """A small SVG line chart of (name, colour, points) series over training steps; numbers only, no script."""
+    width, height, margin = 560, 220, 44
+    points = [point for _, _, values in series for point in values]
+    x_max = max(x for x, _ in points) or 1
+    y_min, y_max = min(y for _, y in points), max(y for _, y in points)
+    span = (y_max - y_min) or 1.0
+
+    def position(x: float, y: float) -> str:
+        left = margin + (width - 2 * margin) * x / x_max
+        top = height - margin - (height - 2 * margin) * (y - y_min) / span
+        return f"{left:.1f},{top:.1f}"
+
+    lines, legend = [], []
+    for index, (name, colour, values) in enumerate(series):
+        if not values:
+            continue
+        path = " ".join(position(x, y) for x, y in values)
+        lines.append(format_html('<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>', colour, path))
+        if len(values) < 40:
+            lines.extend(
+                format_html('<circle cx="{}" cy="{}" r="2.5" fill="{}"/>', *position(x, y).split(","), colour)
+                for x, y in values
+            )
+        legend.append(
+            format_html('<text x="{}" y="14" fill="{}" font-size="12">{}</text>', margin + 170 * index, colour, name)
+        )
+    axes = format_html(
+        '<line x1="{m}" y1="{b}" x2="{r}" y2="{b}" stroke="#888"/><line x1="{m}" y1="{t}" x2="{m}" y2="{b}" '
+        'stroke="#888"/><text x="{m}" y="{lb}" font-size="11">step 0</text><text x="{r}" y="{lb}" font-size="11" '
+        'text-anchor="end">step {xm}</text><text x="2" y="{t}" font-size="11">{ymax}</text>'
+        '<text x="2" y="{b}" font-size="11">{ymin}</text><text x="{r}" y="{t}" font-size="11" text-anchor="end">{yl}'
+        "</text>",
+        m=margin,
+        b=height - margin,
+        r=width - margin,
+        t=margin,
+        lb=height - margin + 16,
+        xm=int(x_max),
+        ymax=f"{y_max:.3g}",
+        ymin=f"{y_min:.3g}",
+        yl=y_label,
+    )
+    body = mark_safe("".join([axes, *lines, *legend]))  # every piece above went through format_html
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img" aria-label="{}">{}</svg>',
+        width,
+        height,
+        y_label,
+        body,
+    )

@@ -8,15 +8,9 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from distillation.ml.training import PRECISIONS, TrainingConfig
 from distillation.models import StudentRun, TeacherRun
 from distillation.services.students import TRAINING_OPTIONS, default_teacher_run, student_run_create
-
-PRECISION_CHOICES = [
-    ("auto", "auto (bf16 where the GPU has it, else fp32)"),
-    ("fp32", "fp32"),
-    ("bf16", "bf16"),
-    ("fp16", "fp16"),
-]
 
 # Training options as typed fields; an option the training service does not accept is not shown.
 _OPTION_FIELDS: dict[str, tuple[str, type[forms.Field], dict[str, Any]]] = {
@@ -25,7 +19,7 @@ _OPTION_FIELDS: dict[str, tuple[str, type[forms.Field], dict[str, Any]]] = {
     "learning_rate": ("learning rate", forms.FloatField, {"min_value": 1e-8, "max_value": 1.0}),
     "max_input_tokens": ("input length (tokens)", forms.IntegerField, {"min_value": 8, "max_value": 4096}),
     "max_target_tokens": ("target length (tokens)", forms.IntegerField, {"min_value": 8, "max_value": 4096}),
-    "precision": ("precision", forms.ChoiceField, {"choices": PRECISION_CHOICES}),
+    "precision": ("precision", forms.ChoiceField, {}),
     "checkpoint_every": ("checkpoint every (steps)", forms.IntegerField, {"min_value": 1}),
     "split_seed": ("validation split seed", forms.IntegerField, {"min_value": 0}),
     "eval_every": ("evaluate every (steps, 0: never)", forms.IntegerField, {"min_value": 0}),
@@ -34,7 +28,6 @@ _OPTION_FIELDS: dict[str, tuple[str, type[forms.Field], dict[str, Any]]] = {
 
 def training_defaults() -> dict[str, Any]:
     """The training core's defaults (importing it loads no torch)."""
-    from distillation.ml.training import TrainingConfig
 
     return {f.name: f.default for f in dataclasses.fields(TrainingConfig) if f.default is not dataclasses.MISSING}
 
@@ -97,9 +90,7 @@ class StudentRunCreateForm(forms.ModelForm):
             values["train_limit"] = self.cleaned_data["train_limit"]
         return values
 
-    def training_config(self):
-        from distillation.ml.training import TrainingConfig
-
+    def training_config(self) -> TrainingConfig:
         options = {k: v for k, v in self.hyperparameters().items() if k != "train_limit"}
         data = self.cleaned_data
         return TrainingConfig(
@@ -141,6 +132,8 @@ def _add_option_fields(form_class: type[forms.ModelForm]) -> None:
     options = {}
     for name in option_names():
         label, field_class, extra = _OPTION_FIELDS[name]
+        if name == "precision":
+            extra = {"choices": [(p, p) for p in PRECISIONS]}
         default = defaults.get(name)
         options[name] = field_class(label=label, initial=default, help_text=f"Default: {default}.", **extra)
     identity = ["name", "base_checkpoint", "model_size", "method", "training_data", "teacher_run"]

@@ -41,7 +41,10 @@ def train_student(
     eval_split: str = "validation",
     eval_limit: int | None = None,
 ) -> dict[str, Any]:
-    """Train (resuming from the last checkpoint), then evaluate on the dev split."""
+    """Train (resuming from the last checkpoint), then evaluate on the dev split.
+
+    Every process of a multi-process launch runs this; the services let only the main one write.
+    """
     from distillation.models import StudentRun
     from distillation.services import students
 

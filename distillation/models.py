@@ -213,6 +213,7 @@ class StudentRun(models.Model):
 
     @property
     def accuracy(self) -> float | None:
+        """Exact-match accuracy on the evaluation split (the paper's measure)."""
         return self.metrics.get("accuracy")
 
 
@@ -263,7 +264,13 @@ class Prediction(models.Model):
     predicted_answer = models.TextField(blank=True)
     parsed_choice = models.PositiveSmallIntegerField(null=True, blank=True)
     parse_status = models.CharField(max_length=16, choices=ParseStatus.choices)
-    is_correct = models.BooleanField(default=False)
+    is_correct = models.BooleanField(
+        default=False, help_text="Exact match: the generated answer text is the correct choice's text (the accuracy)."
+    )
+    choice_correct = models.BooleanField(
+        default=False,
+        help_text="The choice the lenient parser picked (letters and similar text accepted) is correct; a diagnostic.",
+    )
     explanation = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

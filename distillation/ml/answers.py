@@ -1,10 +1,15 @@
-"""The one parser that turns a student's generated answer text into one of a question's choices."""
+"""Scoring a student's generated answer: exact match with the label (the headline), and a lenient choice parser.
+
+Exact match is the paper's accuracy: the text after the last "(So) the answer is" must equal the label's
+answer text character for character (surrounding spaces and a final full stop aside). ``parse_answer``, which
+also accepts a choice letter or the most similar choice, is a diagnostic only: it counts "texas city" as "texas".
+"""
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -56,6 +61,17 @@ def rationale_text_of(generated: str) -> str:
     matches = list(_ANSWER_PHRASE.finditer(generated))
     head = generated[: matches[-1].start()] if matches else generated
     return head.strip()
+
+
+def exact_match(generated: str, label: str) -> bool:
+    """Whether a generated answer names exactly the label's answer (both may carry "The answer is")."""
+    return answer_text_of(generated) == answer_text_of(label)
+
+
+def exact_match_accuracy(pairs: Iterable[tuple[str, str]]) -> tuple[int, int]:
+    """How many (prediction, label) pairs match exactly, and how many there are."""
+    results = [exact_match(prediction, label) for prediction, label in pairs]
+    return sum(results), len(results)
 
 
 def parse_answer(

@@ -9,25 +9,30 @@ Texts follow the paper's code. For a question q with choices c1..c5 and answer A
   ``L = b * L_factual + (1 - b) * L_counterfactual``.
 - MT+CF: ``L = g * L_MT + (1 - g) * L_CF``.
 
-Loss weights. Each question yields K tasks whose formula weights sum to 1 (MT+CF: g*a, g*(1-a), (1-g)*b,
-(1-g)*(1-b)). Every task example stores K times its formula weight, so the weights average 1 over the pool of
-task examples. The trainer draws batches uniformly from that pool and takes the plain mean of
-``weight * token-mean loss`` over a batch; a uniformly drawn example is of kind k with probability 1/K, so the
-batch loss's expectation is ``sum_k w_k * E[L_k]``: the paper's formula, whatever the batch size.
+Loss weights. A training step holds whole questions: every task of each of its questions. Each task example
+carries its formula weight (MT+CF: g*a, g*(1-a), (1-g)*b, (1-g)*(1-b)); the trainer takes each task's loss as
+the token mean over that task's sequences in the step (as a Hugging Face loss over a batch of that task) and the
+step loss as ``sum_k w_k * L_k``: the paper's formula on every step, not only on average.
+
+Validation: a question is held out when a hash of (split seed, question id) falls below the fraction, so the
+held-out questions are the same for every method, training data, run seed and set of available rationales.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distillation.ml.answers import CHOICE_LETTERS, normalise
 from distillation.ml.records import read_json_lines
 from distillation.ml.text import first_line
+
+HasSourceId = TypeVar("HasSourceId", bound="Question | TeacherExample")
 
 
 class Method(StrEnum):
@@ -104,15 +109,10 @@ class ObjectiveWeights:
             TaskKind.COUNTERFACTUAL: (1 - g) * (1 - b),
         }
 
-    def example_weights(self, method: Method) -> dict[TaskKind, float]:
-        """Formula weights times the number of tasks, so they average 1 over a pool of task examples."""
-        weights = self.formula_weights(method)
-        return {kind: weight * len(weights) for kind, weight in weights.items()}
-
 
 @dataclass(frozen=True)
 class TaskExample:
-    """One sequence to train on: input text, target text, and its loss weight."""
+    """One sequence to train on: input text, target text, and its task's weight in the loss formula."""
 
     source_id: str
     kind: TaskKind
@@ -183,7 +183,7 @@ def build_tasks(
     rationale = first_line(example.rationale)
     if not rationale:
         raise ValueError(f"question {example.source_id} has an empty rationale")
-    kind_weights = weights.example_weights(method)
+    kind_weights = weights.formula_weights(method)
     tasks: list[TaskExample] = []
 
     def add(kind: TaskKind, input_text: str, target_text: str) -> None:
@@ -216,19 +216,21 @@ def build_task_examples(
     return [task for example in examples for task in build_tasks(example, method, weights, seed)]
 
 
-def split_validation(
-    examples: Sequence[TeacherExample], fraction: float, seed: int
-) -> tuple[list[TeacherExample], list[TeacherExample]]:
-    """Hold out a seeded ``fraction`` of questions (all their tasks together) for validation."""
+def is_held_out(source_id: str, fraction: float, split_seed: int = 0) -> bool:
+    """Whether a question belongs to the validation split: a function of its id and the split seed alone."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must lie in [0, 1), got {fraction}")
-    order = list(range(len(examples)))
-    random.Random(f"validation:{seed}").shuffle(order)
-    n_validation = round(len(examples) * fraction)
-    held_out = set(order[:n_validation])
-    train = [example for index, example in enumerate(examples) if index not in held_out]
-    validation = [example for index, example in enumerate(examples) if index in held_out]
-    return train, validation
+    digest = hashlib.sha256(f"validation:{split_seed}:{source_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_validation(
+    examples: Sequence[HasSourceId], fraction: float, split_seed: int = 0
+) -> tuple[list[HasSourceId], list[HasSourceId]]:
+    """Training and held-out questions (all tasks of a question go together), by ``is_held_out``."""
+    validation = [example for example in examples if is_held_out(example.source_id, fraction, split_seed)]
+    held = {example.source_id for example in validation}
+    return [example for example in examples if example.source_id not in held], validation
 
 
 def teacher_example_from_record(record: dict[str, Any], *, revised: bool = False) -> TeacherExample | None:

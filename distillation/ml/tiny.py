@@ -27,7 +27,7 @@ def build_byte_tokenizer() -> Any:
 
 
 def build_tiny_seq2seq(seed: int = 0, size: TinySize = TinySize()) -> tuple[Any, Any]:
-    """A tiny T5 (encoder-decoder) student and its tokenizer."""
+    """A tiny T5 v1.1-style student (gated-GELU, untied and unscaled output head) and its tokenizer."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -44,11 +44,29 @@ def build_tiny_seq2seq(seed: int = 0, size: TinySize = TinySize()) -> tuple[Any,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
+        # Transformers 5 reads False here as "T5 v1.1: do not scale the decoder output" and then forces tying on,
+        # because its encoder and decoder embeddings share `shared` through tying; the head is untied below.
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
+    untie_output_head(model)
     return model, tokenizer
+
+
+def untie_output_head(model: Any) -> None:
+    """Give a T5 its own output projection, as T5 v1.1 checkpoints have, keeping the shared input embeddings.
+
+    The head starts at std d_model**-0.5, so first logits have unit scale (a loss near ln(vocab), not the tens
+    of nats of an unscaled head that reuses the std-1 embeddings). Saved, it is a separate tensor; loading
+    keeps it separate because it differs from ``shared`` (how transformers loads the v1.1 checkpoints too).
+    """
+    import torch
+
+    d_model = model.config.d_model
+    head = torch.empty_like(model.shared.weight).normal_(0.0, model.config.initializer_factor * d_model**-0.5)
+    model.lm_head.weight = torch.nn.Parameter(head)
+    model.all_tied_weights_keys.pop("lm_head.weight", None)
 
 
 def build_tiny_causal_lm(seed: int = 0, size: TinySize = TinySize(), max_positions: int = 2048) -> tuple[Any, Any]:

@@ -1,22 +1,25 @@
-"""Distil a student with the MT, CF or MT+CF objective: batching, weighted losses, checkpoints and resume.
+"""Distil a student with the MT, CF or MT+CF objective: steps of whole questions, checkpoints, resume, best model.
 
-One optimizer step takes ``batch_size`` task sequences drawn from the pool of all tasks of all training
-questions (so the paper's 48 questions with two MT tasks each is ``batch_size=96``), runs them through the
-model in one forward pass per micro-batch, and minimises the mean of ``weight * token-mean loss`` (see
-``distillation.ml.tasks`` for why that equals the paper's loss formula in expectation).
+A step takes ``batch_size`` training *questions* and every task of each of them (the paper's 48 questions are
+96 sequences under MT and 192 under MT+CF). Its loss is the method's formula on that step,
+``sum_k w_k * L_k``, where ``L_k`` is the token mean of task k's loss over that task's sequences in the step
+(what a Hugging Face loss over a batch of task k is). The step's sequences are sorted by length and cut into
+``processes x grad_accum_steps`` micro-batches; each micro-batch's share is normalised by the step's whole
+token counts, so the summed gradients are those of the whole step, however it is split.
 
 Several GPUs or machines: every process runs ``train_student`` with the same config and examples, e.g. a
-script or management command started with ``accelerate launch --num_processes 4 manage.py <command> ...``
-(``accelerate config`` once per machine for multi-node). Each global batch is split across processes and
-``grad_accum_steps`` micro-batches, so ``batch_size`` must be a multiple of processes * accumulation steps
-and the optimisation does not depend on the number of GPUs. The output directory must be shared by all
-processes; only the main process writes models and calls ``progress``. bf16 autocast is used on GPUs that
-support it (``precision="auto"``).
+management command started with ``torchrun --nproc_per_node 4 manage.py train_student ...`` or
+``accelerate launch``. The output directory must be shared; only the main process writes models and calls
+``progress``. Every ``eval_every`` steps the held-out questions are answered (sharded over the processes) and
+scored by exact match; the best model so far is kept in ``best/``, and ``early_stop`` evaluations without
+improvement end the run. Curves go to TensorBoard through accelerate's trackers when tensorboard is installed,
+and always into the trainer state (``loss_history``, ``validation``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -29,31 +32,45 @@ from typing import Any
 
 import numpy as np
 
-from distillation.ml.collate import IGNORE_INDEX, TASK_KIND_CODES, TaskCollator, tokenize_tasks
+from distillation.ml.collate import (
+    IGNORE_INDEX,
+    TASK_KIND_CODES,
+    TaskCollator,
+    TokenizedTasks,
+    encode_prompts,
+    encode_targets,
+    tokenize_tasks,
+)
 from distillation.ml.tasks import (
     Method,
     ObjectiveWeights,
+    Question,
     TaskExample,
     TeacherExample,
-    build_task_examples,
+    build_tasks,
     split_validation,
 )
 
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_MODEL_DIR = "final"
+BEST_MODEL_DIR = "best"
+LOGS_DIR = "logs"
 TRAINER_STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "step-"
+TRUNCATION_WARNING_SHARE = 0.05
 
 ProgressCallback = Callable[[int, int, str, dict[str, float]], None]
 StopCallback = Callable[[], bool]
 
 # Changing these between a run and its resumption is harmless; any other field changes the optimisation.
-_RESUMABLE_FIELDS = {"output_dir", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batch_size"}
+_RESUMABLE_FIELDS = {"output_dir", "checkpoint_every", "keep_checkpoints", "keep_checkpoints_after", "eval_batch_size"}
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
 class TrainingConfig:
-    """Everything that defines a training run. Defaults are the paper's (T5, batch 48, lr 5e-5, 5,000 steps)."""
+    """Everything that defines a training run. Defaults are the paper's: 48 questions a step, AdamW at lr 5e-5
+    for 5,000 steps, evaluation every 250, inputs and targets cut at 300 tokens, fp32, validation seed 0."""
 
     student: str = "tiny"
     method: str = Method.MTCF.value
@@ -62,28 +79,39 @@ class TrainingConfig:
     gamma: float = 0.5
     seed: int = 0
     max_steps: int = 5000
-    batch_size: int = 48
+    batch_size: int = 48  # questions per step, each with all of its tasks
     learning_rate: float = 5e-5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     grad_accum_steps: int = 1
     max_input_tokens: int = 300
     max_target_tokens: int = 300
+    max_answer_tokens: int = 64
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    keep_checkpoints_after: bool = False  # keep optimizer checkpoints once the run is finished
     validation_fraction: float = 0.1
-    eval_every: int = 0
+    split_seed: int = 0
+    eval_every: int = 250
     eval_batch_size: int = 32
+    early_stop: int = 0  # stop after this many evaluations without a better validation accuracy (0: never)
     mega_batch_factor: int = 50
-    precision: str = "auto"
+    precision: str = "fp32"
+    dropout: float | None = None  # None: the checkpoint's own
     output_dir: str = "var/students/run"
 
     def __post_init__(self) -> None:
         self.method = Method(self.method).value
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum_steps < 1:
             raise ValueError("max_steps, batch_size and grad_accum_steps must be positive")
-        if self.precision not in {"auto", "fp32", "bf16", "fp16"}:
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.eval_every < 0 or self.early_stop < 0:
+            raise ValueError("eval_every and early_stop must not be negative")
+        if self.early_stop and not self.eval_every:
+            raise ValueError("early_stop needs eval_every: it counts evaluations without improvement")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
     @property
     def objective_weights(self) -> ObjectiveWeights:
@@ -92,9 +120,13 @@ class TrainingConfig:
 
 @dataclass
 class ValidationPoint:
+    """Held-out losses at a step, and exact-match accuracy where the step was an evaluation step."""
+
     step: int
     loss: float
     task_losses: dict[str, float]
+    accuracy: float | None = None
+    n_questions: int = 0
 
 
 @dataclass
@@ -107,6 +139,15 @@ class TrainingResult:
     loss_history: list[float]
     validation: list[ValidationPoint]
     last_checkpoint: Path | None
+    best_model_dir: Path | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
+    truncation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path | None:
+        """The model the run stands for: the best by validation accuracy, else the last."""
+        return self.best_model_dir or self.final_model_dir
 
 
 @dataclass
@@ -118,6 +159,10 @@ class _TrainerState:
     validation: list[ValidationPoint] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
+    best_step: int | None = None
+    best_accuracy: float | None = None
+    evaluations_since_best: int = 0
+    stopped_early: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -130,17 +175,17 @@ class _TrainerState:
 
 
 class LengthGroupedBatches:
-    """A seeded, epoch-wise batch order where each batch holds sequences of similar length.
+    """A seeded, epoch-wise order of items (here: questions) in batches of similar length.
 
     Per epoch: shuffle, cut into mega-batches of ``mega_batch_factor`` batches, sort each by length, cut
     into batches, shuffle the batches. The order is a pure function of (seed, step), so a resumed run
     continues with exactly the batches the interrupted one would have seen. The last partial batch of an
-    epoch is dropped (a different one each epoch), so every step has the same number of sequences.
+    epoch is dropped (a different one each epoch), so every step has the same number of items.
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, mega_batch_factor: int = 50) -> None:
         if len(lengths) < batch_size:
-            raise ValueError(f"{len(lengths)} training sequences cannot fill a batch of {batch_size}")
+            raise ValueError(f"{len(lengths)} training questions cannot fill a step of {batch_size}")
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -167,8 +212,58 @@ class LengthGroupedBatches:
         return self._epoch_cache[1]
 
 
-def per_example_losses(model: Any, batch: dict[str, Any], is_encoder_decoder: bool, device: Any) -> Any:
-    """Each sequence's mean token cross-entropy over its labelled positions (prompt and padding excluded)."""
+@dataclass(frozen=True)
+class QuestionSteps:
+    """Which task sequences belong to which training question, and the question order of every step."""
+
+    starts: np.ndarray  # first task index of each question
+    counts: np.ndarray  # number of tasks of each question
+    batches: LengthGroupedBatches
+
+    @classmethod
+    def build(
+        cls, task_counts: Sequence[int], sequence_lengths: np.ndarray, batch_size: int, seed: int, mega: int
+    ) -> QuestionSteps:
+        counts = np.asarray(task_counts, dtype=np.int64)
+        starts = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        question_lengths = np.add.reduceat(sequence_lengths, starts) if len(counts) else np.zeros(0)
+        return cls(starts, counts, LengthGroupedBatches(question_lengths, batch_size, seed, mega))
+
+    def questions(self, step: int) -> np.ndarray:
+        return self.batches.batch(step)
+
+    def sequences(self, step: int) -> np.ndarray:
+        """Every task sequence of the step's questions."""
+        questions = self.questions(step)
+        return np.concatenate([np.arange(self.starts[q], self.starts[q] + self.counts[q]) for q in questions])
+
+
+def split_step(indices: np.ndarray, lengths: np.ndarray, parts: int) -> list[np.ndarray]:
+    """A step's sequences sorted longest first and cut into ``parts`` micro-batches of near-equal size."""
+    if len(indices) < parts:
+        raise ValueError(f"a step of {len(indices)} sequences cannot be split into {parts} micro-batches")
+    ordered = indices[np.argsort(-lengths[indices], kind="stable")]
+    return np.array_split(ordered, parts)
+
+
+def kind_weight_vector(weights: ObjectiveWeights, method: Method) -> np.ndarray:
+    """The formula weight of each task kind, indexed by ``TASK_KIND_CODES`` (zero for kinds the method lacks)."""
+    vector = np.zeros(len(TASK_KIND_CODES), dtype=np.float64)
+    for kind, weight in weights.formula_weights(Method(method)).items():
+        vector[TASK_KIND_CODES[kind]] = weight
+    return vector
+
+
+def kind_token_counts(data: TokenizedTasks, indices: np.ndarray) -> np.ndarray:
+    """Labelled target tokens per task kind among ``indices`` (each target counts its eos)."""
+    return np.bincount(
+        data.kind_codes[indices], weights=data.targets.lengths[indices], minlength=len(TASK_KIND_CODES)
+    ).astype(np.float64)
+
+
+def token_loss_sums(model: Any, batch: dict[str, Any], is_encoder_decoder: bool, device: Any) -> tuple[Any, Any]:
+    """Each sequence's summed token cross-entropy over its labelled positions, and how many positions count."""
     import torch.nn.functional as F
 
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
@@ -181,16 +276,48 @@ def per_example_losses(model: Any, batch: dict[str, Any], is_encoder_decoder: bo
     token_losses = F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
     ).view(labels.shape)
-    counts = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)
-    return token_losses.sum(dim=1) / counts
+    return token_losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+
+def per_example_losses(model: Any, batch: dict[str, Any], is_encoder_decoder: bool, device: Any) -> Any:
+    """Each sequence's mean token cross-entropy over its labelled positions (prompt and padding excluded)."""
+    sums, counts = token_loss_sums(model, batch, is_encoder_decoder, device)
+    return sums / counts.clamp(min=1)
+
+
+def formula_loss(token_sums: Any, kind_codes: Any, kind_weights: Any, kind_tokens: Any) -> Any:
+    """This micro-batch's share of ``sum_k w_k * L_k``, each ``L_k`` a token mean over the whole step's task k."""
+    per_token = kind_weights / kind_tokens.clamp(min=1)
+    return (token_sums * per_token[kind_codes].to(token_sums.dtype)).sum()
+
+
+def truncation_shares(
+    tasks: Sequence[TaskExample],
+    tokenizer: Any,
+    *,
+    is_encoder_decoder: bool,
+    max_input_tokens: int,
+    max_target_tokens: int,
+) -> dict[str, dict[str, float]]:
+    """Per task kind: the share of inputs and of targets longer than their token limits (so cut)."""
+    # Tokenising one token past the limit tells a cut sequence from one that fits exactly.
+    inputs = encode_prompts(tokenizer, [t.input_text for t in tasks], max_input_tokens + 1, is_encoder_decoder)
+    targets = encode_targets(tokenizer, [t.target_text for t in tasks], max_target_tokens + 1, is_encoder_decoder)
+    shares: dict[str, dict[str, float]] = {}
+    for kind in dict.fromkeys(task.kind for task in tasks):
+        rows = [i for i, task in enumerate(tasks) if task.kind == kind]
+        shares[kind.value] = {
+            "inputs_cut": sum(len(inputs[i]) > max_input_tokens for i in rows) / len(rows),
+            "targets_cut": sum(len(targets[i]) > max_target_tokens for i in rows) / len(rows),
+            "n": float(len(rows)),
+        }
+    return shares
 
 
 def resolve_precision(precision: str) -> str:
-    """Accelerate's mixed-precision name: bf16 on a GPU that has it when ``auto``, full precision otherwise."""
-    import torch
-
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    """Accelerate's mixed-precision name for ``fp32``, ``bf16`` or ``fp16``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return {"fp32": "no"}.get(precision, precision)
 
 
@@ -198,76 +325,114 @@ def train_student(
     config: TrainingConfig,
     examples: Sequence[TeacherExample],
     *,
+    questions: Sequence[Question] | None = None,
     progress: ProgressCallback | None = None,
     should_stop: StopCallback | None = None,
 ) -> TrainingResult:
     """Train (or resume training) a student on the tasks of ``examples``, the training split's questions.
 
-    Holds out ``validation_fraction`` of the questions (seeded) for validation losses, reported before
-    training, every ``eval_every`` steps and at the end. Resumes from the last checkpoint in
-    ``output_dir`` when there is one (refusing one made with another config or data). ``should_stop`` is
-    checked between steps; stopping leaves a checkpoint behind and returns ``completed=False``.
+    The questions held out by ``split_seed`` (``tasks.is_held_out``) are not trained on: their tasks give the
+    validation losses (before training, at every evaluation and at the end), and their answers the validation
+    accuracy. ``questions`` are all the training split's questions, rationale or not, so that the held-out
+    set does not depend on which rationales exist (default: those of ``examples``). Resumes from the last
+    checkpoint in ``output_dir`` when there is one (refusing one made with another config or data).
+    ``should_stop`` is checked between steps; stopping leaves a checkpoint behind and returns
+    ``completed=False``.
     """
-    return _Run(config, examples, progress, should_stop).execute()
+    return TrainingRun(config, examples, questions, progress, should_stop).execute()
 
 
-class _Run:
+class TrainingRun:
     """One call of ``train_student``: holds the model, data and accelerator while it trains."""
 
     def __init__(
         self,
         config: TrainingConfig,
         examples: Sequence[TeacherExample],
+        questions: Sequence[Question] | None,
         progress: ProgressCallback | None,
         should_stop: StopCallback | None,
     ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
+        from distillation.ml.distributed import accelerate_options, process_count
+
+        if process_count() == 1:
+            # Accelerate keeps one process-wide state and refuses a second run with another precision (a worker or
+            # a benchmark trains several runs in one process); alone, there is no process group to lose.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.checkpoints_dir = self.output_dir / CHECKPOINTS_DIR
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(config.precision))
+        self.use_tensorboard = importlib.util.find_spec("tensorboard") is not None
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_precision(config.precision),
+            log_with="tensorboard" if self.use_tensorboard else None,
+            project_dir=str(self.output_dir / LOGS_DIR),
+            **accelerate_options(),
+        )
         self._progress = progress
         self._should_stop = should_stop
         set_seed(config.seed)
-        self._check_batch_split()
-        self._prepare_data_and_model(examples)
-
-    def _check_batch_split(self) -> None:
-        parts = self.accelerator.num_processes * self.config.grad_accum_steps
-        if self.config.batch_size % parts:
+        self.parts = self.accelerator.num_processes * config.grad_accum_steps
+        if config.batch_size < self.parts:
             raise ValueError(
-                f"batch_size {self.config.batch_size} must be a multiple of processes x grad_accum_steps ({parts})"
+                f"a step of {config.batch_size} questions cannot be split over {self.accelerator.num_processes} "
+                f"processes x {config.grad_accum_steps} accumulation steps"
             )
-        self.micro_batch_size = self.config.batch_size // parts
+        self._prepare_data_and_model(examples, questions)
 
-    def _prepare_data_and_model(self, examples: Sequence[TeacherExample]) -> None:
+    def _prepare_data_and_model(self, examples: Sequence[TeacherExample], questions: Sequence[Question] | None) -> None:
         import torch
 
         from distillation.ml.students import load_student
 
         config = self.config
+        method = Method(config.method)
         self.report(0, "tokenising", {})
-        train_examples, validation_examples = split_validation(examples, config.validation_fraction, config.seed)
-        train_tasks = build_task_examples(train_examples, Method(config.method), config.objective_weights, config.seed)
-        validation_tasks = build_task_examples(
-            validation_examples, Method(config.method), config.objective_weights, config.seed
+        train_examples, validation_examples = split_validation(examples, config.validation_fraction, config.split_seed)
+        if questions is None:
+            questions = [Question(e.source_id, e.question, e.choices, e.answer) for e in examples]
+        self.validation_questions = split_validation(questions, config.validation_fraction, config.split_seed)[1]
+        per_question = [build_tasks(e, method, config.objective_weights, config.seed) for e in train_examples]
+        train_tasks = [task for tasks in per_question for task in tasks]
+        self.train_tasks = train_tasks
+        validation_tasks = [
+            task for e in validation_examples for task in build_tasks(e, method, config.objective_weights, config.seed)
+        ]
+        self.data_fingerprint = fingerprint_tasks(
+            train_tasks, validation_tasks, extra=[q.source_id for q in self.validation_questions]
         )
-        self.data_fingerprint = fingerprint_tasks(train_tasks, validation_tasks)
+        self.n_train_questions = len(train_examples)
 
         self.student = load_student(config.student, seed=config.seed)
+        if config.dropout is not None:
+            set_dropout(self.student.model, config.dropout)
         is_encoder_decoder = self.student.is_encoder_decoder
         tokenize_args = {
             "is_encoder_decoder": is_encoder_decoder,
             "max_input_tokens": config.max_input_tokens,
             "max_target_tokens": config.max_target_tokens,
         }
+        self.truncation = truncation_shares(train_tasks + validation_tasks, self.student.tokenizer, **tokenize_args)
+        self.report(
+            0,
+            "tokens cut",
+            {f"{kind}_{part}": share[part] for kind, share in self.truncation.items() for part in share if part != "n"},
+        )
         self.train_data = tokenize_tasks(train_tasks, self.student.tokenizer, **tokenize_args)
         self.validation_data = tokenize_tasks(validation_tasks, self.student.tokenizer, **tokenize_args)
-        self.batches = LengthGroupedBatches(
-            self.train_data.sequence_lengths(), config.batch_size, config.seed, config.mega_batch_factor
+        self.steps = QuestionSteps.build(
+            [len(tasks) for tasks in per_question],
+            self.train_data.sequence_lengths(),
+            config.batch_size,
+            config.seed,
+            config.mega_batch_factor,
         )
+        self.kind_weights = torch.tensor(kind_weight_vector(config.objective_weights, method))
         model_config = self.student.model.config
         self.collator = TaskCollator(
             pad_token_id=self.student.tokenizer.pad_token_id,
@@ -277,8 +442,8 @@ class _Run:
         optimizer = torch.optim.AdamW(
             self.student.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        # Linear decay to zero over max_steps, no warm-up (the paper's schedule); stepped once per optimizer
-        # step by us, not by accelerate, which would step it once per process.
+        # Linear decay to zero over max_steps, no warm-up (the Hugging Face Trainer's default, which the paper
+        # used); stepped once per optimizer step by us, not by accelerate, which would step it once per process.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: max(0.0, 1.0 - step / config.max_steps)
         )
@@ -288,56 +453,80 @@ class _Run:
     # -- the run --------------------------------------------------------------------------------------
 
     def execute(self) -> TrainingResult:
-        state, resumed_from = self._start_or_resume()
         final_dir = self.output_dir / FINAL_MODEL_DIR
-        if state.step >= self.config.max_steps and final_dir.is_dir():
-            return self._result(state, resumed_from, final_dir, completed=True)
+        finished = final_dir / TRAINER_STATE_FILE
+        if finished.is_file():
+            state = _TrainerState.from_json(finished.read_text())
+            self._check_same_run(state, final_dir)
+            return self._result(state, None, final_dir, completed=True)
+        state, resumed_from = self._start_or_resume()
+        if self.use_tensorboard and self.accelerator.is_main_process:
+            self.accelerator.init_trackers("training", config=_tracker_config(self.config))
         if resumed_from is None:
-            state.validation.append(self.validate(0))
+            state.validation.append(self.validate(0, with_accuracy=False))
+            self._log_validation(state.validation[-1])
 
         last_saved_step = state.step if resumed_from is not None else -1
-        while state.step < self.config.max_steps:
+        while state.step < self.config.max_steps and not state.stopped_early:
             if self._stop_requested():
                 if last_saved_step != state.step:
                     self.save_checkpoint(state)
+                self._finish_trackers()
                 return self._result(state, resumed_from, None, completed=False)
             metrics = self.train_step(state.step)
             state.step += 1
             state.loss_history.append(metrics["loss"])
             self.report(state.step, "training", metrics)
-            finished = state.step == self.config.max_steps
-            if finished or (self.config.eval_every and state.step % self.config.eval_every == 0):
-                state.validation.append(self.validate(state.step))
-            if finished or state.step % self.config.checkpoint_every == 0:
+            self.accelerator.log({"train/loss": metrics["loss"], "train/lr": metrics["lr"]}, step=state.step)
+            last = state.step == self.config.max_steps
+            evaluating = bool(self.config.eval_every) and (last or state.step % self.config.eval_every == 0)
+            if evaluating or last:
+                point = self.validate(state.step, with_accuracy=evaluating)
+                state.validation.append(point)
+                self._log_validation(point)
+                if point.accuracy is not None:
+                    self._track_best(state, point)
+            if state.stopped_early or last or state.step % self.config.checkpoint_every == 0:
                 self.save_checkpoint(state)
                 last_saved_step = state.step
 
         self.save_final_model(state, final_dir)
+        self._finish_trackers()
+        if not self.config.keep_checkpoints_after and self.accelerator.is_main_process:
+            shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         return self._result(state, resumed_from, final_dir, completed=True)
 
+    def step_sequences(self, step: int) -> np.ndarray:
+        """Indices into ``train_tasks`` of the step's sequences: every task of each of its questions."""
+        return self.steps.sequences(step)
+
     def train_step(self, step: int) -> dict[str, float]:
-        """One optimizer step over this process's share of the step's global batch."""
+        """One optimizer step over every task of the step's questions; this process takes its micro-batches."""
         import torch
 
         started = time.perf_counter()
         self.model.train()
         accelerator = self.accelerator
         world, rank = accelerator.num_processes, accelerator.process_index
-        # Interleaved so each process gets long and short sequences alike from the length-sorted batch.
-        mine = self.batches.batch(step)[rank::world]
-        step_loss = torch.zeros((), device=accelerator.device)
-        n_tokens = 0
+        sequences = self.step_sequences(step)
+        kind_tokens = torch.from_numpy(kind_token_counts(self.train_data, sequences))
+        micro_batches = split_step(sequences, self.train_data.sequence_lengths(), self.parts)
         accumulation = self.config.grad_accum_steps
+        step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        n_tokens = 0
+        weights, kind_tokens = self.kind_weights.to(accelerator.device), kind_tokens.to(accelerator.device)
         for micro_step in range(accumulation):
-            indices = mine[micro_step * self.micro_batch_size : (micro_step + 1) * self.micro_batch_size]
-            batch = self.collator(self.train_data, indices)
+            batch = self.collator(self.train_data, micro_batches[micro_step * world + rank])
             n_tokens += batch["n_tokens"]
             last = micro_step == accumulation - 1
             with nullcontext() if last else accelerator.no_sync(self.model):
-                losses = per_example_losses(self.model, batch, self.train_data.is_encoder_decoder, accelerator.device)
-                loss = (losses * batch["weights"].to(accelerator.device)).mean() / accumulation
-                accelerator.backward(loss)
-            step_loss += loss.detach()
+                with accelerator.autocast():
+                    sums, _ = token_loss_sums(self.model, batch, self.train_data.is_encoder_decoder, accelerator.device)
+                loss = formula_loss(sums, batch["kind_codes"].to(accelerator.device), weights, kind_tokens)
+                # Data parallelism averages gradients over processes; the step's loss is their sum.
+                accelerator.backward(loss.float() * world)
+            step_loss += loss.detach().double()
         if self.config.max_grad_norm:
             accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         learning_rate = self.scheduler.get_last_lr()[0]
@@ -346,51 +535,111 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
 
         totals = torch.tensor([float(n_tokens)], device=accelerator.device)
-        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+        step_loss = accelerator.reduce(step_loss, reduction="sum").item()
         all_tokens = accelerator.reduce(totals, reduction="sum").item()
         seconds = max(time.perf_counter() - started, 1e-9)
         return {
-            "loss": mean_loss,
+            "loss": step_loss,
             "lr": learning_rate,
-            "examples_per_s": self.config.batch_size / seconds,
+            "questions_per_s": self.config.batch_size / seconds,
+            "sequences_per_s": len(sequences) / seconds,
             "tokens_per_s": all_tokens / seconds,
+            "tokens": all_tokens,
+            "seconds": seconds,
         }
 
-    def validate(self, step: int) -> ValidationPoint:
-        """The weighted objective and each task's mean loss on the held-out questions."""
+    def validate(self, step: int, *, with_accuracy: bool) -> ValidationPoint:
+        """The method's formula and each task's token-mean loss on the held-out questions' tasks; with
+        ``with_accuracy``, the exact-match accuracy of the answers generated for the held-out questions."""
         import torch
 
         self.report(step, "validating", {})
         data = self.validation_data
         n_kinds = len(TASK_KIND_CODES)
-        # Per kind: sum of losses, sum of weighted losses, count; summed over processes at the end.
-        sums = torch.zeros(3, n_kinds, dtype=torch.float64, device=self.accelerator.device)
+        # Per kind: summed token losses and labelled tokens; summed over processes at the end.
+        sums = torch.zeros(2, n_kinds, dtype=torch.float64, device=self.accelerator.device)
         order = np.argsort(data.sequence_lengths(), kind="stable")
-        chunks = [order[i : i + self.config.eval_batch_size] for i in range(0, len(order), self.config.eval_batch_size)]
+        size = self.config.eval_batch_size
+        chunks = [order[i : i + size] for i in range(0, len(order), size)]
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.accelerator.autocast():
             for indices in chunks[rank::world]:
                 batch = self.collator(data, indices)
-                losses = per_example_losses(self.model, batch, data.is_encoder_decoder, self.accelerator.device)
+                device = self.accelerator.device
+                token_sums, counts = token_loss_sums(self.model, batch, data.is_encoder_decoder, device)
                 kinds = batch["kind_codes"].to(sums.device)
-                weighted = losses * batch["weights"].to(losses.device)
-                sums[0].index_add_(0, kinds, losses.double())
-                sums[1].index_add_(0, kinds, weighted.double())
-                sums[2].index_add_(0, kinds, torch.ones_like(losses, dtype=torch.float64))
+                sums[0].index_add_(0, kinds, token_sums.double())
+                sums[1].index_add_(0, kinds, counts.double())
         sums = self.accelerator.reduce(sums, reduction="sum").cpu()
-        n_examples = float(sums[2].sum())
         task_losses = {
-            kind.value: float(sums[0, code] / sums[2, code])
-            for kind, code in TASK_KIND_CODES.items()
-            if sums[2, code] > 0
+            kind.value: float(sums[0, code] / sums[1, code]) for kind, code in TASK_KIND_CODES.items() if sums[1, code]
         }
-        objective = float(sums[1].sum() / n_examples) if n_examples else float("nan")
+        weights = self.kind_weights
+        present = sums[1] > 0
+        objective = float((weights[present] * sums[0, present] / sums[1, present]).sum()) if present.any() else 0.0
         point = ValidationPoint(step=step, loss=objective, task_losses=task_losses)
-        self.report(step, "validated", {"validation_loss": objective})
+        if with_accuracy:
+            point.accuracy, point.n_questions = self._validation_accuracy(step)
+        self.report(step, "validated", {"validation_loss": objective, "validation_accuracy": point.accuracy or 0.0})
         return point
 
+    def _validation_accuracy(self, step: int) -> tuple[float | None, int]:
+        """Exact-match accuracy on the held-out questions, each process answering every n-th of them."""
+        import torch
+
+        from distillation.ml.answers import exact_match
+        from distillation.ml.inference import InferenceConfig, predict_answers
+        from distillation.ml.students import Student
+
+        questions = self.validation_questions
+        if not questions:
+            return None, 0
+        self.report(step, "evaluating", {})
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        mine = questions[rank::world]
+        student = Student(
+            self.accelerator.unwrap_model(self.model), self.student.tokenizer, self.student.is_encoder_decoder, ""
+        )
+        inference = InferenceConfig(
+            batch_size=self.config.eval_batch_size,
+            max_input_tokens=self.config.max_input_tokens,
+            max_answer_tokens=self.config.max_answer_tokens,
+            max_explanation_tokens=self.config.max_target_tokens,
+        )
+        with self.accelerator.autocast():
+            answers = predict_answers(student, mine, method=self.config.method, config=inference) if mine else []
+        correct = sum(exact_match(answer, q.answer) for answer, q in zip(answers, mine, strict=True))
+        totals = torch.tensor([float(correct)], device=self.accelerator.device)
+        correct = int(self.accelerator.reduce(totals, reduction="sum").item())
+        return correct / len(questions), len(questions)
+
+    def _track_best(self, state: _TrainerState, point: ValidationPoint) -> None:
+        if state.best_accuracy is None or point.accuracy > state.best_accuracy:
+            state.best_accuracy, state.best_step, state.evaluations_since_best = point.accuracy, point.step, 0
+            self.save_model(state, self.output_dir / BEST_MODEL_DIR)
+        else:
+            state.evaluations_since_best += 1
+            if self.config.early_stop and state.evaluations_since_best >= self.config.early_stop:
+                state.stopped_early = True
+                self.report(state.step, "stopped early", {"best_step": float(state.best_step)})
+
+    def _log_validation(self, point: ValidationPoint) -> None:
+        values = {"validation/loss": point.loss, **{f"validation/{k}": v for k, v in point.task_losses.items()}}
+        if point.accuracy is not None:
+            values["validation/accuracy"] = point.accuracy
+        self.accelerator.log(values, step=point.step)
+
     # -- checkpoints ----------------------------------------------------------------------------------
+
+    def _check_same_run(self, saved: _TrainerState, where: Path) -> None:
+        fresh = comparable_config(self.config)
+        keys = fresh.keys() | saved.config.keys()
+        differences = sorted(key for key in keys if fresh.get(key) != saved.config.get(key))
+        if differences:
+            raise ValueError(f"{where} was made with a different config ({', '.join(differences)})")
+        if saved.data_fingerprint != self.data_fingerprint:
+            raise ValueError(f"{where} was made with different training data")
 
     def _start_or_resume(self) -> tuple[_TrainerState, int | None]:
         fresh = _TrainerState(config=comparable_config(self.config), data_fingerprint=self.data_fingerprint)
@@ -398,13 +647,7 @@ class _Run:
         if checkpoint is None:
             return fresh, None
         saved = _TrainerState.from_json((checkpoint / TRAINER_STATE_FILE).read_text())
-        differences = sorted(
-            key for key in fresh.config.keys() | saved.config.keys() if fresh.config.get(key) != saved.config.get(key)
-        )
-        if differences:
-            raise ValueError(f"{checkpoint} was made with a different config ({', '.join(differences)})")
-        if saved.data_fingerprint != self.data_fingerprint:
-            raise ValueError(f"{checkpoint} was made with different training data")
+        self._check_same_run(saved, checkpoint)
         self.report(saved.step, "resuming", {})
         self.accelerator.load_state(str(checkpoint))
         return saved, saved.step
@@ -428,14 +671,15 @@ class _Run:
         accelerator.wait_for_everyone()
         return final
 
-    def save_final_model(self, state: _TrainerState, final_dir: Path) -> None:
+    def save_model(self, state: _TrainerState, directory: Path) -> None:
+        """Weights, tokenizer and metadata (no optimizer) in ``directory``, written whole or not at all."""
         from distillation.ml.students import Student, save_student
 
         accelerator = self.accelerator
         self.report(state.step, "saving", {})
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            temporary = final_dir.with_name(f".tmp-{final_dir.name}")
+            temporary = directory.with_name(f".tmp-{directory.name}")
             shutil.rmtree(temporary, ignore_errors=True)
             model = accelerator.unwrap_model(self.model)
             metadata = {
@@ -447,11 +691,24 @@ class _Run:
             }
             student = Student(model, self.student.tokenizer, self.student.is_encoder_decoder, self.config.student)
             save_student(student, temporary, metadata=metadata)
-            shutil.rmtree(final_dir, ignore_errors=True)
-            os.replace(temporary, final_dir)
+            shutil.rmtree(directory, ignore_errors=True)
+            os.replace(temporary, directory)
         accelerator.wait_for_everyone()
 
+    def save_final_model(self, state: _TrainerState, final_dir: Path) -> None:
+        """The last weights, with the trainer state that marks the run finished even once checkpoints are gone."""
+        self.save_model(state, final_dir)
+        if self.accelerator.is_main_process:
+            (final_dir / TRAINER_STATE_FILE).write_text(state.to_json())
+        self.accelerator.wait_for_everyone()
+
     # -- helpers --------------------------------------------------------------------------------------
+
+    def _finish_trackers(self) -> None:
+        """Close the trackers; not ``end_training``, which would also end the process group that evaluation,
+        run after training in the same processes, still needs."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
 
     def _stop_requested(self) -> bool:
         """The main process's answer, shared so that every process stops at the same step."""
@@ -470,6 +727,7 @@ class _Run:
     def _result(
         self, state: _TrainerState, resumed_from: int | None, final_dir: Path | None, *, completed: bool
     ) -> TrainingResult:
+        best = self.output_dir / BEST_MODEL_DIR
         return TrainingResult(
             output_dir=self.output_dir,
             final_model_dir=final_dir,
@@ -479,16 +737,41 @@ class _Run:
             loss_history=list(state.loss_history),
             validation=list(state.validation),
             last_checkpoint=latest_checkpoint(self.output_dir),
+            best_model_dir=best if completed and state.best_step is not None and best.is_dir() else None,
+            best_step=state.best_step,
+            stopped_early=state.stopped_early,
+            truncation=self.truncation,
         )
+
+
+def set_dropout(model: Any, rate: float) -> None:
+    """Set every dropout rate: layers, and the float rates that attention modules (T5's) keep for functional
+    dropout; the config's too, so a saved model keeps it."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
+        elif isinstance(getattr(module, "dropout", None), float):
+            module.dropout = rate
+    if hasattr(model.config, "dropout_rate"):
+        model.config.dropout_rate = rate
+
+
+def _tracker_config(config: TrainingConfig) -> dict[str, Any]:
+    """Hyper-parameters as TensorBoard takes them (numbers, strings and booleans only)."""
+    return {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in asdict(config).items()}
 
 
 def comparable_config(config: TrainingConfig) -> dict[str, Any]:
     return {key: value for key, value in asdict(config).items() if key not in _RESUMABLE_FIELDS}
 
 
-def fingerprint_tasks(*task_lists: Sequence[TaskExample]) -> str:
-    """A hash of every task's texts and weight, to refuse resuming a run on other data."""
+def fingerprint_tasks(*task_lists: Sequence[TaskExample], extra: Sequence[str] = ()) -> str:
+    """A hash of every task's texts and weight (and of ``extra`` strings), to refuse resuming on other data."""
     digest = hashlib.sha256()
+    for text in extra:
+        digest.update(f"{text}\x1d".encode())
     for tasks in task_lists:
         digest.update(b"\x1e")
         for task in tasks:

@@ -1,4 +1,8 @@
-"""Student runs: create, train (resumably), evaluate on the dev split, store predictions; the one status writer."""
+"""Student runs: create, train (resumably), evaluate on the dev split, store predictions; the one status writer.
+
+Under ``torchrun`` or ``accelerate launch`` every process calls ``student_train`` and ``student_evaluate``
+(they all train, and evaluation is sharded over them); only the main process writes to the database.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from distillation.ml.distributed import is_main_process, wait_for_everyone
 from distillation.ml.text import first_line
 from distillation.models import (
     Dataset,
@@ -35,7 +40,12 @@ TRAINING_OPTIONS = {
     "max_target_tokens",
     "checkpoint_every",
     "keep_checkpoints",
+    "keep_checkpoints_after",
     "validation_fraction",
+    "split_seed",
+    "eval_every",
+    "early_stop",
+    "dropout",
     "precision",
     "train_limit",  # only the first N training questions (demos and tests); not a TrainingConfig field
 }
@@ -133,6 +143,16 @@ def training_examples(run: StudentRun, *, limit: int | None = None) -> list:
     return examples
 
 
+def training_questions(run: StudentRun) -> list:
+    """Every training-split question of the run's dataset, rationale or not (the validation split draws from these)."""
+    from distillation.ml.tasks import Question as CoreQuestion
+
+    if run.teacher_run is None:
+        return []
+    rows = Question.objects.filter(dataset=run.teacher_run.dataset, split=Split.TRAIN).order_by("id")
+    return [CoreQuestion(q.source_id, q.question, tuple(q.choices), q.answer) for q in rows.iterator(chunk_size=2000)]
+
+
 def student_output_dir(run: StudentRun) -> Path:
     """The run's checkpoints; the creation time in the name keeps a reset database from reusing old ones."""
     return Path(settings.EVALSITE_ARTIFACTS_DIR) / "students" / f"run-{run.pk}-{run.created_at:%Y%m%dT%H%M%S%f}"
@@ -192,35 +212,84 @@ def student_train_and_evaluate(
     except JobCancelled:
         raise
     except Exception:
-        student_run_set_status(run=run, status=StudentRun.Status.FAILED)
+        if is_main_process():
+            student_run_set_status(run=run, status=StudentRun.Status.FAILED)
         raise
 
 
+def truncation_summary(truncation: dict[str, dict[str, float]], max_tokens: tuple[int, int]) -> list[str]:
+    """One line per task: the share of inputs and targets cut, with a warning above 5%."""
+    from distillation.ml.training import TRUNCATION_WARNING_SHARE
+
+    lines = []
+    for kind, shares in truncation.items():
+        line = (
+            f"{kind}: {100 * shares['inputs_cut']:.1f}% of inputs cut at {max_tokens[0]} tokens, "
+            f"{100 * shares['targets_cut']:.1f}% of targets at {max_tokens[1]}"
+        )
+        if max(shares["inputs_cut"], shares["targets_cut"]) > TRUNCATION_WARNING_SHARE:
+            line += " - WARNING: more than 5% cut; those examples lose their end (raise --max-tokens?)"
+        lines.append(line)
+    return lines
+
+
 def student_train(*, run: StudentRun, progress: Progress, limit: int | None = None) -> dict[str, Any]:
-    """Train a run, resuming from its last checkpoint; a stopped run stays 'training' and can be resumed."""
+    """Train a run, resuming from its last checkpoint; a stopped run stays 'training' and can be resumed.
+
+    Every process of a multi-process launch calls this; only the main one writes the run's row.
+    """
     from distillation.ml.training import train_student
 
+    main = is_main_process()
     examples = training_examples(run, limit=limit or run.hyperparameters.get("train_limit"))
-    student_run_set_status(run=run, status=StudentRun.Status.TRAINING)
+    questions = training_questions(run) if not (limit or run.hyperparameters.get("train_limit")) else None
+    config = training_config(run)
+    if main:
+        student_run_set_status(run=run, status=StudentRun.Status.TRAINING)
 
     def report(step: int, total: int, stage: str, metrics: dict | None = None) -> None:
-        loss = (metrics or {}).get("loss")
+        metrics = metrics or {}
+        if stage == "tokens cut":
+            shares: dict[str, dict[str, float]] = {}
+            for key, value in metrics.items():
+                kind, part = key.split("_", 1)
+                shares.setdefault(kind, {})[part] = value
+            message = "; ".join(truncation_summary(shares, (config.max_input_tokens, config.max_target_tokens)))
+            progress(step, total, stage=stage, message=message)
+            return
+        loss = metrics.get("loss")
         progress(step, total, stage=stage, message=f"loss {loss:.4f}" if loss is not None else "")
 
-    result = train_student(training_config(run), examples, progress=report, should_stop=progress.should_stop)
-    run.checkpoint_dir = str(result.final_model_dir or result.last_checkpoint or "")
-    run.metrics = {
-        **run.metrics,
-        "steps": result.steps_done,
-        "train_questions": len(examples),
-        "first_loss": result.loss_history[0] if result.loss_history else None,
-        "last_loss": result.loss_history[-1] if result.loss_history else None,
-        "validation": [{"step": p.step, "loss": p.loss} for p in result.validation],
-    }
-    run.save(update_fields=["checkpoint_dir", "metrics", "updated_at"])
-    if result.completed:
-        student_run_set_status(run=run, status=StudentRun.Status.TRAINED)
-    return {"completed": result.completed, "steps": result.steps_done, "resumed_from": result.resumed_from_step}
+    result = train_student(config, examples, questions=questions, progress=report, should_stop=progress.should_stop)
+    summary = {"completed": result.completed, "steps": result.steps_done, "resumed_from": result.resumed_from_step}
+    if main:
+        model_dir = result.model_dir if result.completed else None
+        run.checkpoint_dir = str(model_dir or result.last_checkpoint or "")
+        best = next((p for p in result.validation if p.step == result.best_step), None)
+        run.metrics = {
+            **run.metrics,
+            "steps": result.steps_done,
+            "train_questions": len(examples),
+            "first_loss": result.loss_history[0] if result.loss_history else None,
+            "last_loss": result.loss_history[-1] if result.loss_history else None,
+            # The curves, also written to TensorBoard (logs/ in the run's folder) when tensorboard is installed.
+            "loss_history": result.loss_history,
+            "validation": [
+                {"step": p.step, "loss": p.loss, "accuracy": p.accuracy, "task_losses": p.task_losses}
+                for p in result.validation
+            ],
+            "best_step": result.best_step,
+            "validation_accuracy": best.accuracy if best else None,
+            "stopped_early": result.stopped_early,
+            "truncation": result.truncation,
+            "resumed_from": result.resumed_from_step,
+        }
+        run.save(update_fields=["checkpoint_dir", "metrics", "updated_at"])
+        if result.completed:
+            student_run_set_status(run=run, status=StudentRun.Status.TRAINED)
+    wait_for_everyone()
+    run.refresh_from_db()
+    return summary
 
 
 def evaluation_questions(split: str, limit: int | None, dataset: Dataset | None = None) -> list[Question]:
@@ -231,6 +300,11 @@ def evaluation_questions(split: str, limit: int | None, dataset: Dataset | None 
     return list(questions[:limit] if limit else questions)
 
 
+def _storable(text: str) -> str:
+    """Generated text without NUL bytes, which PostgreSQL text cannot hold (a byte-level student can emit them)."""
+    return text.replace("\x00", "")
+
+
 def _prediction_rows(prediction_set: PredictionSet, questions: list[Question], records: list) -> list[Prediction]:
     by_source = {q.source_id: q for q in questions}
     return [
@@ -238,12 +312,13 @@ def _prediction_rows(prediction_set: PredictionSet, questions: list[Question], r
             student_run_id=prediction_set.run_id,
             prediction_set=prediction_set,
             question=by_source[record.source_id],
-            raw_answer=record.raw_answer,
+            raw_answer=_storable(record.raw_answer),
             predicted_answer=record.predicted_answer or "",
             parsed_choice=record.parsed_choice,
             parse_status=record.parse_status,
             is_correct=bool(record.is_correct),
-            explanation=record.explanation,
+            choice_correct=bool(record.choice_correct),
+            explanation=_storable(record.explanation),
         )
         for record in records
     ]
@@ -325,23 +400,31 @@ def student_evaluate(
         config=inference_config(run, batch_size=batch_size),
         progress=lambda done, total, *rest: progress(done, total, stage=stage),
     )
-    predictions_store(
-        run=run, questions=questions, records=result.records, kind=PredictionSet.Kind.EVALUATION, split=split
-    )
-    run.metrics = {
-        **run.metrics,
-        "accuracy": result.accuracy.accuracy,
-        "n_eval": result.accuracy.n_questions,
-        "unparseable_rate": result.accuracy.unparseable_rate,
-        "eval_split": split,
+    report = result.accuracy
+    summary = {
+        "accuracy": report.accuracy,
+        "n": report.n_questions,
+        "n_correct": report.n_correct,
+        "choice_accuracy": report.choice_accuracy,
+        "unparseable_rate": report.unparseable_rate,
     }
-    run.save(update_fields=["metrics", "updated_at"])
-    student_run_set_status(run=run, status=StudentRun.Status.EVALUATED)
-    return {
-        "accuracy": result.accuracy.accuracy,
-        "n": result.accuracy.n_questions,
-        "unparseable_rate": result.accuracy.unparseable_rate,
-    }
+    if is_main_process():
+        predictions_store(
+            run=run, questions=questions, records=result.records, kind=PredictionSet.Kind.EVALUATION, split=split
+        )
+        run.metrics = {
+            **run.metrics,
+            "accuracy": report.accuracy,  # exact match, the headline
+            "n_correct": report.n_correct,
+            "n_eval": report.n_questions,
+            "choice_accuracy": report.choice_accuracy,  # letters and similar text accepted: a diagnostic
+            "unparseable_rate": report.unparseable_rate,
+            "eval_split": split,
+        }
+        run.save(update_fields=["metrics", "updated_at"])
+        student_run_set_status(run=run, status=StudentRun.Status.EVALUATED)
+    wait_for_everyone()
+    return summary
 
 
 def student_evaluation_enqueue(*, run: StudentRun, limit: int | None = None, user: Any = None):

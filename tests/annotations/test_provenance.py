@@ -51,17 +51,17 @@ def test_every_exported_rating_names_the_run_checkpoint_and_version_that_wrote_t
     call("train_student", "--method", "mt", "--data", "unrevised", "--seed", "0", *TINY_TRAINING)
     call("train_student", "--method", "mt", "--data", "unrevised", "--seed", "1", *TINY_TRAINING)
     first, second = StudentRun.objects.order_by("pk")
-    study = study_create(config={"slug": "provenance", "explanations_per_annotator": 3, "ratings_per_explanation": 1})
+    study = study_create(config={"slug": "provenance", "explanations_per_annotator": 3, "ratings_per_explanation": 3})
     generate(first, study)
     study_open(study=study)
-    rate_session(client, study, "before")
+    screens = rate_session(client, study, "before")
 
     # From its own run: the model is unchanged, so are the texts; the predictions are a new set all the same.
     assert generate(first, study)["unchanged"] == 8
-    rate_session(client, study, "own-run")
+    screens += rate_session(client, study, "own-run")
     # From another run: the condition now shows what that run writes; rated texts stay as old versions.
     from_other = generate(second, study)
-    rate_session(client, study, "other-run")
+    screens += rate_session(client, study, "other-run")
     # Retrain (resume: already complete) and re-evaluate the first: its predictions are appended, not rewritten.
     first.refresh_from_db()
     student_train_and_evaluate(run=first, progress=NO_PROGRESS, eval_limit=8)
@@ -75,7 +75,8 @@ def test_every_exported_rating_names_the_run_checkpoint_and_version_that_wrote_t
     assert not Explanation.objects.filter(prediction__isnull=True).exists()
 
     frame = exported(study)
-    assert len(frame) == Rating.objects.count() == 3 * 3 * study.constructs.count()
+    assert len(screens) == 9
+    assert len(frame) == Rating.objects.count() == len(screens) * study.constructs.count()
     explanations = Explanation.objects.select_related("prediction__prediction_set").in_bulk(
         set(frame["explanation_id"])
     )

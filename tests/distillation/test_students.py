@@ -17,15 +17,29 @@ from evalsite.jobs import run_in_foreground
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    """Two shared cores: one intra-op thread avoids oversubscription."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY_TRAINING = [
     "--student",
     "tiny",
     "--max-steps",
     "6",
     "--batch-size",
-    "8",
+    "4",
     "--max-tokens",
     "96",
+    "--eval-every",
+    "0",
     "--checkpoint-every",
     "3",
     "--eval-limit",
@@ -46,22 +60,125 @@ def test_train_student_trains_evaluates_and_stores_predictions(teacher_data):
     assert run.status == StudentRun.Status.EVALUATED
     assert run.condition_label == "MT+CF:Revised"
     assert run.metrics["steps"] == 6 and run.metrics["train_questions"] == 48
-    assert 0.0 <= run.metrics["accuracy"] <= 1.0
-    assert Prediction.objects.filter(student_run=run).count() == 8
+    predictions = Prediction.objects.filter(student_run=run)
+    assert predictions.count() == 8
+    assert run.metrics["accuracy"] == sum(p.is_correct for p in predictions) / 8
+    assert run.metrics["choice_accuracy"] == sum(p.choice_correct for p in predictions) / 8
     assert {p.parse_status for p in Prediction.objects.all()} <= {"exact", "letter", "similar", "unparseable"}
     assert f"Student run {run.pk} (MT+CF:Revised, seed 3): 6 steps" in output
+    assert f"dev exact match {100 * run.metrics['accuracy']:.2f}% ({run.metrics['n_correct']} of 8" in output
     assert Path(run.checkpoint_dir, "evalsite_student.json").is_file()
+    assert len(run.metrics["loss_history"]) == 6 and run.metrics["truncation"].keys() == {
+        "answer",
+        "explain",
+        "factual",
+        "counterfactual",
+    }
+    # Byte tokens at 96: most counterfactual inputs are cut, and the command says so before the summary.
+    assert "Tokens cut, counterfactual:" in output and "WARNING: more than 5% cut" in output
+    # The finished run keeps its weights and tokenizer, not its optimizer checkpoints.
+    folder = Path(run.checkpoint_dir).parent
+    assert not (folder / "checkpoints").exists() and not list(folder.rglob("optimizer*"))
 
 
-def test_run_experiment_and_compare_accuracy_from_the_database(teacher_data, tmp_path):
-    output = call("run_experiment", "--methods", "mt,cf", "--data", "unrevised", "--seeds", "0-1", *TINY_TRAINING)
-    assert StudentRun.objects.filter(status=StudentRun.Status.EVALUATED).count() == 4
-    assert output.count("MT:Unrevised") == 2 and output.count("CF:Unrevised") == 2
+def test_score_predictions_gives_the_papers_exact_match(data_dir):
+    students = data_dir / "students"
+    revised = call("score_predictions", "--csv", str(students / "t5-large-mtcf-revised-validation.csv"))
+    unrevised = call(
+        "score_predictions",
+        "--csv",
+        str(students / "t5-large-mtcf-unrevised-validation.csv"),
+        "--pred-column",
+        "answers_preds",
+        "--label-column",
+        "answers_labels",
+    )
+    assert revised.strip() == "exact match: 76.49% (934 of 1221)"
+    assert unrevised.strip() == "exact match: 76.33% (932 of 1221)"
+
+
+def test_score_predictions_refuses_a_missing_column(tmp_path):
+    from django.core.management.base import CommandError
+
+    path = tmp_path / "p.csv"
+    path.write_text("pred,gold\nThe answer is a,The answer is a\n")
+    with pytest.raises(CommandError, match="no column answers_preds, answers_labels; it has pred, gold"):
+        call("score_predictions", "--csv", str(path))
+    assert call("score_predictions", "--csv", str(path), "--pred-column", "pred", "--label-column", "gold").strip() == (
+        "exact match: 100.00% (1 of 1)"
+    )
+
+
+def test_run_experiment_runs_the_papers_four_conditions_and_a_rerun_trains_nothing(teacher_data, tmp_path):
+    from evalsite.models import Job
+
+    output = call("run_experiment", "--seeds", "0", *TINY_TRAINING)
+    runs = StudentRun.objects.all()
+    assert sorted(run.condition_label for run in runs) == [
+        "CF:Unrevised",
+        "MT+CF:Revised",
+        "MT+CF:Unrevised",
+        "MT:Unrevised",
+    ]
+    assert all(run.status == StudentRun.Status.EVALUATED for run in runs)
+    assert "Grid of 4 runs: 4 new, 0 resumed, 0 already evaluated." in output
+    jobs = Job.objects.count()
+
+    again = call("run_experiment", "--seeds", "0", *TINY_TRAINING)
+    assert "Grid of 4 runs: 0 new, 0 resumed, 4 already evaluated." in again
+    assert StudentRun.objects.count() == 4 and Job.objects.count() == jobs  # nothing trained, nothing evaluated
+    for run in runs:
+        assert f"{run.pk:>5}  {run.condition_label:<16}" in again
+
     table = call("compare_accuracy", "--from-db", "--out", str(tmp_path))
     assert "tiny" in table and "MT:Unrevised" in table
     report = json.loads((tmp_path / "accuracy.json").read_text())
     assert report["sizes"][0]["size"] == "tiny"
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
+
+
+def test_run_experiment_killed_midway_finishes_only_what_is_missing(teacher_data):
+    from distillation.services.students import student_train
+
+    grid = ["--conditions", "mt:unrevised,cf:unrevised", "--seeds", "0-1", *TINY_TRAINING]
+    call("run_experiment", "--conditions", "mt:unrevised", *grid[2:])  # the first two runs finished before the kill
+    finished = {run.pk: run.updated_at for run in StudentRun.objects.all()}
+    assert len(finished) == 2
+
+    # The kill: CF seed 0 had trained 4 of its 6 steps (a stop checkpoints them); CF seed 1 never started.
+    from distillation.management.commands.run_experiment import Command
+    from distillation.management.commands.train_student import create_run
+
+    parser = Command().create_parser("manage.py", "run_experiment")
+    options = vars(parser.parse_args(grid))
+    interrupted = create_run(options, method="cf", data="unrevised", seed=0)
+    steps = []
+
+    def progress(step, total, stage="", message=""):
+        if stage == "training":
+            steps.append(step)
+
+    progress.should_stop = lambda: len(steps) >= 4
+    assert student_train(run=interrupted, progress=progress)["completed"] is False
+    interrupted.refresh_from_db()
+    assert interrupted.status == StudentRun.Status.TRAINING
+
+    output = call("run_experiment", *grid)
+    assert "Grid of 4 runs: 1 new, 1 resumed, 2 already evaluated." in output
+    assert StudentRun.objects.count() == 4
+    assert all(run.status == StudentRun.Status.EVALUATED for run in StudentRun.objects.all())
+    assert {run.pk: run.updated_at for run in StudentRun.objects.filter(pk__in=finished)} == finished
+    interrupted.refresh_from_db()
+    assert interrupted.metrics["resumed_from"] == 4 and interrupted.metrics["steps"] == 6
+
+
+def test_the_run_admin_page_plots_the_training_curves(teacher_data, admin_client):
+    call("train_student", "--method", "mt", "--data", "unrevised", *TINY_TRAINING, "--eval-every", "3")
+    run = StudentRun.objects.get()
+    assert [p["step"] for p in run.metrics["validation"] if p["accuracy"] is not None] == [3, 6]
+    page = admin_client.get(f"/admin/distillation/studentrun/{run.pk}/change/").content.decode()
+    assert "Training curves" in page and page.count('<svg xmlns="http://www.w3.org/2000/svg" width="560"') == 2
+    assert "training loss" in page and "validation exact match" in page and page.count("<polyline") == 3
 
 
 def test_compare_accuracy_reproduces_the_paper(data_dir):

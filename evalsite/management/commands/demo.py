@@ -44,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--student", default="tiny", help="tiny, tiny-causal, or a path / hub id (e.g. t5-base).")
         parser.add_argument("--steps", type=int, default=30, help="Training steps per student.")
         parser.add_argument("--lr", type=float, default=1e-3, help="Learning rate (tiny students need a high one).")
-        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--batch-size", type=int, default=4, help="Questions per step (each with all its tasks).")
         parser.add_argument("--max-tokens", type=int, default=128)
         parser.add_argument("--train-limit", type=int, default=256, help="Training questions per student.")
         parser.add_argument("--eval-limit", type=int, default=60, help="Dev questions for accuracy.")

@@ -1,10 +1,10 @@
-"""The answer parser: prefixes, exact choice text, letters, near misses and garbage."""
+"""Exact match (the accuracy) and the lenient answer parser: prefixes, choice text, letters, near misses, garbage."""
 
 from __future__ import annotations
 
 import pytest
 
-from distillation.ml.answers import ParseStatus, parse_answer, rationale_text_of
+from distillation.ml.answers import ParseStatus, exact_match, exact_match_accuracy, parse_answer, rationale_text_of
 
 CHOICES = ("bank", "library", "department store", "mall", "new york")
 
@@ -53,3 +53,16 @@ def test_threshold_is_adjustable():
 def test_rationale_part_of_a_factual_output():
     assert rationale_text_of("Books are lent there. So the answer is library.") == "Books are lent there."
     assert rationale_text_of("No answer given") == "No answer given"
+
+
+def test_exact_match_is_the_answer_text_itself_not_the_nearest_choice():
+    assert exact_match("The answer is wooded area", "The answer is wooded area")
+    assert exact_match("Beavers use wood. So the answer is wooded area.", "wooded area")
+    assert exact_match("  The answer is mall ", "mall")
+    # The lenient parser takes these for the right choice; exact match does not.
+    assert parse_answer("The answer is texas city", ("texas", "ohio")).choice_index == 0
+    assert not exact_match("The answer is texas city", "texas")
+    assert parse_answer("The answer is (a)", ("texas", "ohio")).choice_index == 0
+    assert not exact_match("The answer is (a)", "texas")
+    assert not exact_match("The answer is Mall", "mall")  # as the paper's string comparison
+    assert exact_match_accuracy([("The answer is a", "a"), ("The answer is b", "c"), ("c", "c")]) == (2, 3)

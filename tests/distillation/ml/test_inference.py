@@ -76,12 +76,15 @@ def test_predict_records_and_progress(tmp_path, questions, method):
 
 
 def test_accuracy_counts_unparseable_as_wrong_and_skips_unknown_answers():
-    def record(correct, status="exact"):
-        return PredictionRecord("q", "raw", None, None, status, correct, "why")
+    def record(correct, status="exact", choice_correct=None):
+        choice_correct = correct if choice_correct is None else choice_correct
+        return PredictionRecord("q", "raw", None, None, status, correct, "why", choice_correct)
 
-    report = accuracy([record(True), record(False), record(False, "unparseable"), record(True, "letter"), record(None)])
-    assert (report.n_questions, report.n_correct, report.n_unparseable) == (4, 2, 1)
-    assert report.accuracy == 0.5 and report.unparseable_rate == 0.25
+    records = [record(True), record(False), record(False, "unparseable"), record(False, "letter", True), record(None)]
+    report = accuracy(records)
+    assert (report.n_questions, report.n_correct, report.n_unparseable) == (4, 1, 1)
+    assert report.accuracy == 0.25 and report.unparseable_rate == 0.25
+    assert (report.n_choice_correct, report.choice_accuracy) == (2, 0.5)
     assert accuracy([]).accuracy == 0.0
 
 

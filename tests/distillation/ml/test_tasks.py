@@ -10,6 +10,7 @@ import pytest
 from distillation.ml.tasks import (
     Method,
     ObjectiveWeights,
+    Question,
     TaskKind,
     TeacherExample,
     build_task_examples,
@@ -47,8 +48,8 @@ def test_multitask_texts_and_weights():
         TaskKind.ANSWER: (f"[predict] {STEM}", "The answer is fridge"),
         TaskKind.EXPLAIN: (f"[explain] {STEM}", "A fridge keeps food cold."),
     }
-    # Formula weights a and 1 - a, times the two tasks per question.
-    assert [task.weight for task in tasks] == [0.5, 1.5]
+    # The formula weights a and 1 - a.
+    assert [task.weight for task in tasks] == [0.25, 0.75]
 
 
 def test_counterfactual_texts_use_a_really_wrong_choice():
@@ -63,7 +64,7 @@ def test_counterfactual_texts_use_a_really_wrong_choice():
             f"So the answer is {QUESTION.choices[wrong]}.",
         ),
     }
-    assert [task.weight for task in tasks] == [1.0, 1.0]
+    assert [task.weight for task in tasks] == [0.5, 0.5]
 
 
 def test_counterfactual_choice_is_seeded_per_question_and_never_the_answer():
@@ -83,13 +84,13 @@ def test_mtcf_has_all_four_tasks_with_the_nested_weights():
     by_kind = {task.kind: task.weight for task in tasks}
     assert by_kind == pytest.approx(
         {
-            TaskKind.ANSWER: 4 * 0.8 * 0.5,
-            TaskKind.EXPLAIN: 4 * 0.8 * 0.5,
-            TaskKind.FACTUAL: 4 * 0.2 * 0.75,
-            TaskKind.COUNTERFACTUAL: 4 * 0.2 * 0.25,
+            TaskKind.ANSWER: 0.8 * 0.5,
+            TaskKind.EXPLAIN: 0.8 * 0.5,
+            TaskKind.FACTUAL: 0.2 * 0.75,
+            TaskKind.COUNTERFACTUAL: 0.2 * 0.25,
         }
     )
-    assert sum(by_kind.values()) / len(by_kind) == pytest.approx(1.0)
+    assert sum(by_kind.values()) == pytest.approx(1.0)
     assert texts(tasks)[TaskKind.ANSWER] == texts(build_tasks(QUESTION, Method.MT))[TaskKind.ANSWER]
 
 
@@ -107,12 +108,35 @@ def test_empty_rationale_is_refused_and_missing_revisions_are_skipped():
 
 
 def test_validation_split_is_seeded_and_by_question():
-    examples = [TeacherExample(**{**QUESTION.__dict__, "source_id": f"q{i}"}) for i in range(50)]
-    train, validation = split_validation(examples, 0.1, seed=1)
-    assert len(validation) == 5 and len(train) == 45
+    examples = [TeacherExample(**{**QUESTION.__dict__, "source_id": f"q{i}"}) for i in range(2000)]
+    train, validation = split_validation(examples, 0.1, split_seed=1)
+    assert 150 < len(validation) < 250 and len(train) + len(validation) == 2000
     assert {e.source_id for e in train}.isdisjoint(e.source_id for e in validation)
-    assert split_validation(examples, 0.1, seed=1) == (train, validation)
-    assert split_validation(examples, 0.1, seed=2)[1] != validation
+    assert split_validation(examples, 0.1, split_seed=1) == (train, validation)
+    assert split_validation(examples, 0.1, split_seed=2)[1] != validation
+
+
+def test_validation_split_is_the_same_for_every_method_data_and_seed(data_dir: Path):
+    """The held-out questions depend on the split seed alone: not on the method, the rationales (revised or
+    unrevised, some revisions missing), the run's seed, or the order and subset of questions given."""
+    path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
+    unrevised = load_teacher_examples(path)
+    revised = load_teacher_examples(path, revised=True)
+    assert len(revised) < len(unrevised)  # some revisions are missing
+    questions = [Question(e.source_id, e.question, e.choices, e.answer) for e in unrevised]
+    held_out = {q.source_id for q in split_validation(questions, 0.1)[1]}
+    assert 900 < len(held_out) < 1050
+    for examples in (unrevised, revised, list(reversed(revised)), unrevised[::3]):
+        chosen = {e.source_id for e in split_validation(examples, 0.1)[1]}
+        assert chosen == held_out & {e.source_id for e in examples}
+    # What the trainer holds out is the same for every method and run seed (it is built from the split alone).
+    for method in Method:
+        for seed in (0, 1, 7):
+            kept = {t.source_id for t in build_task_examples(split_validation(revised, 0.1)[0], method, seed=seed)}
+            assert kept.isdisjoint(held_out) and len(kept) == len(revised) - len(
+                held_out & {e.source_id for e in revised}
+            )
+    assert {q.source_id for q in split_validation(questions, 0.1, split_seed=1)[1]} != held_out
 
 
 def test_reference_teacher_data_builds_every_task(data_dir: Path):

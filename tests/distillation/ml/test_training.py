@@ -22,15 +22,19 @@ from distillation.ml.tasks import (
     load_teacher_examples,
 )
 from distillation.ml.training import (
+    BEST_MODEL_DIR,
+    CHECKPOINTS_DIR,
     LengthGroupedBatches,
     TrainingConfig,
+    TrainingRun,
     list_checkpoints,
     per_example_losses,
+    split_step,
     train_student,
 )
 
-# Short sequences keep a tiny-model step near 0.1 s on a shared two-core machine.
-FAST = {"max_input_tokens": 160, "max_target_tokens": 64, "batch_size": 8, "learning_rate": 1e-3}
+# Short sequences and 2 questions a step keep a tiny-model step near 0.1 s on a shared two-core machine.
+FAST = {"max_input_tokens": 160, "max_target_tokens": 64, "batch_size": 2, "learning_rate": 1e-3, "eval_every": 0}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,7 +56,7 @@ def config(tmp_path: Path, **overrides) -> TrainingConfig:
 
 
 def test_training_modules_import_without_torch():
-    modules = ["answers", "tasks", "students", "collate", "training", "inference"]
+    modules = ["answers", "tasks", "students", "collate", "training", "inference", "distributed"]
     code = "import sys\n" + "".join(f"import distillation.ml.{name}\n" for name in modules)
     code += "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
@@ -81,7 +85,7 @@ def test_same_seed_same_losses_and_resume_matches_uninterrupted(tmp_path, teache
     uninterrupted = train_student(config(tmp_path / "whole", method="mtcf"), teacher_examples)
 
     steps_done = []
-    interrupted_config = config(tmp_path / "parts", method="mtcf", keep_checkpoints=2)
+    interrupted_config = config(tmp_path / "parts", method="mtcf", keep_checkpoints=2, keep_checkpoints_after=True)
     stopped = train_student(
         interrupted_config,
         teacher_examples,
@@ -136,18 +140,111 @@ def test_per_example_loss_is_the_token_mean_of_that_example_alone(teacher_exampl
     assert torch.allclose(batched, torch.stack(alone), atol=1e-4)
 
 
-def test_batch_loss_equals_the_paper_formula_for_one_question():
-    """With all K tasks of one question in a batch, mean(weight * loss) is sum_k w_k * L_k."""
+def test_a_step_holds_every_task_of_its_questions_and_its_loss_is_the_formula(tmp_path, teacher_examples):
+    """4 questions a step under MT+CF: exactly their 16 task sequences, and the step loss computed by hand as
+    a*g*L_answer + (1-a)*g*L_explain + b*(1-g)*L_factual + (1-b)*(1-g)*L_counterfactual, each L a token mean over
+    that task's sequences in the step (lr 0 and no dropout, so every step sees the initial model)."""
     weights = ObjectiveWeights(alpha=0.3, beta=0.8, gamma=0.6)
+    run_config = config(
+        tmp_path, method="mtcf", batch_size=4, learning_rate=0.0, dropout=0.0, max_steps=3, alpha=0.3, beta=0.8,
+        gamma=0.6, max_input_tokens=96, max_target_tokens=48,
+    )  # fmt: skip
+    run = TrainingRun(run_config, teacher_examples, None, None, None)
+    student = load_student("tiny", seed=run_config.seed)
+    student.model.eval()
+    tokenizer = student.tokenizer
     formula = weights.formula_weights(Method.MTCF)
-    example_weights = weights.example_weights(Method.MTCF)
-    task_losses = {kind: 1.0 + index for index, kind in enumerate(formula)}
-    batch_loss = np.mean([example_weights[kind] * loss for kind, loss in task_losses.items()])
-    expected = sum(formula[kind] * loss for kind, loss in task_losses.items())
-    assert batch_loss == pytest.approx(expected)
-    assert formula == pytest.approx(
-        {"answer": 0.6 * 0.3, "explain": 0.6 * 0.7, "factual": 0.4 * 0.8, "counterfactual": 0.4 * 0.2}
+    seen_questions: list[str] = []
+    for step in range(3):
+        tasks = [run.train_tasks[i] for i in run.step_sequences(step)]
+        questions = {task.source_id for task in tasks}
+        assert len(tasks) == 16 and len(questions) == 4
+        for question in questions:
+            assert sorted(t.kind.value for t in tasks if t.source_id == question) == sorted(k.value for k in formula)
+        seen_questions += questions
+
+        sums = dict.fromkeys(formula, 0.0)
+        tokens = dict.fromkeys(formula, 0)
+        with torch.no_grad():
+            for task in tasks:
+                inputs = tokenizer(task.input_text, truncation=True, max_length=96, return_tensors="pt")
+                labels = tokenizer(task.target_text, truncation=True, max_length=48, return_tensors="pt").input_ids
+                mean = student.model(**inputs, labels=labels).loss.item()
+                sums[task.kind] += mean * labels.shape[1]
+                tokens[task.kind] += labels.shape[1]
+        by_hand = sum(formula[kind] * sums[kind] / tokens[kind] for kind in formula)
+        assert run.train_step(step)["loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert len(set(seen_questions)) == 12  # an epoch does not repeat a question
+
+
+def test_grad_accumulation_splits_a_step_without_changing_it(tmp_path, teacher_examples):
+    small = teacher_examples[:24]
+    whole = train_student(config(tmp_path / "1", method="mtcf", batch_size=4, max_steps=4, dropout=0.0), small)
+    split = train_student(
+        config(tmp_path / "4", method="mtcf", batch_size=4, max_steps=4, dropout=0.0, grad_accum_steps=4), small
     )
+    assert np.allclose(whole.loss_history, split.loss_history, rtol=1e-5)
+    assert whole.loss_history[0] != whole.loss_history[-1]
+    with pytest.raises(ValueError, match="cannot be split"):
+        train_student(config(tmp_path / "x", method="mt", batch_size=2, grad_accum_steps=4), small)
+
+
+def test_split_step_partitions_the_step_longest_first():
+    lengths = np.array([5, 9, 1, 7, 3, 8, 2])
+    parts = split_step(np.arange(7), lengths, 3)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(7)) and [len(p) for p in parts] == [3, 2, 2]
+    assert parts[0].tolist() == [1, 5, 3]
+
+
+def test_evaluation_keeps_the_best_model_stops_early_and_leaves_no_optimizer_state(tmp_path, teacher_examples):
+    result = train_student(
+        config(tmp_path, method="mt", max_steps=12, eval_every=2, early_stop=1, max_answer_tokens=8),
+        teacher_examples[:40],
+    )
+    evaluated = [point for point in result.validation if point.accuracy is not None]
+    assert evaluated and all(point.step % 2 == 0 for point in evaluated)
+    assert all(0.0 <= point.accuracy <= 1.0 and point.n_questions == evaluated[0].n_questions for point in evaluated)
+    best = max(evaluated, key=lambda point: point.accuracy)
+    assert result.best_step == min(p.step for p in evaluated if p.accuracy == best.accuracy)
+    assert result.model_dir == tmp_path / BEST_MODEL_DIR and (result.model_dir / "evalsite_student.json").is_file()
+    # With early_stop=1 the run ends at the first evaluation that does not beat the best.
+    if result.stopped_early:
+        assert result.steps_done < 12 and evaluated[-1].accuracy <= best.accuracy
+    else:
+        assert result.steps_done == 12
+    assert not (tmp_path / CHECKPOINTS_DIR).exists()
+    assert not list(tmp_path.rglob("optimizer*"))
+    again = train_student(
+        config(tmp_path, method="mt", max_steps=12, eval_every=2, early_stop=1, max_answer_tokens=8),
+        teacher_examples[:40],
+    )
+    assert again.completed and again.loss_history == result.loss_history and again.best_step == result.best_step
+
+
+def test_the_tiny_t5_head_is_untied_and_starts_near_uniform(tmp_path, teacher_examples):
+    student = load_student("tiny")
+    model = student.model
+    assert model.lm_head.weight.data_ptr() != model.shared.weight.data_ptr()
+    assert model.encoder.embed_tokens.weight.data_ptr() == model.shared.weight.data_ptr()
+    result = train_student(config(tmp_path, method="mt", max_steps=1, eval_every=0), teacher_examples[:20])
+    assert result.loss_history[0] < 1.5 * np.log(len(student.tokenizer))  # an unscaled tied head starts at ~34
+    reloaded = load_student(result.final_model_dir).model
+    assert reloaded.lm_head.weight.data_ptr() != reloaded.shared.weight.data_ptr()
+    assert not torch.equal(reloaded.lm_head.weight, reloaded.shared.weight)
+
+
+def test_truncation_is_reported_per_task(tmp_path, teacher_examples):
+    seen = {}
+    train_student(
+        config(tmp_path, method="mtcf", max_steps=1, max_input_tokens=200, max_target_tokens=300),
+        teacher_examples[:20],
+        progress=lambda step, total, stage, metrics: seen.update(metrics) if stage == "tokens cut" else None,
+    )
+    # Byte tokens: every counterfactual input (question, choices and a rationale) is longer than 200.
+    assert seen["counterfactual_inputs_cut"] > 0.9 and seen["answer_targets_cut"] == 0.0
+    assert set(seen) == {
+        f"{k}_{p}" for k in ("answer", "explain", "factual", "counterfactual") for p in ("inputs_cut", "targets_cut")
+    }
 
 
 def test_length_grouped_batches_are_seeded_cover_each_epoch_and_cut_padding():
