@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('annotations', '0005_explanation_reserved_count'),
-        ('distillation', '0002_prediction_sets'),
+        ('distillation', '0003_prediction_sets'),
     ]
 
     operations = [

@@ -39,7 +39,7 @@ def one_set_per_run(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('distillation', '0001_initial'),
+        ('distillation', '0002_prediction_choice_correct'),
     ]
 
     operations = [
