@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.urls import reverse
-from django.utils.html import format_html
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from annotations.models import (
     AnalysisReport,
@@ -19,11 +24,12 @@ from annotations.models import (
     Rating,
     Study,
 )
-from annotations.services.explanations import explanations_regenerate_enqueue
+from annotations.services.explanations import explanations_generate_enqueue, explanations_regenerate_enqueue
 from annotations.services.metrics import ADMIN_METRICS, MetricsUnavailable, explanation_metrics_start
 from annotations.services.studies import study_open
 from distillation import admin as distillation_admin
-from distillation.models import StudentRun
+from distillation.models import Split, StudentRun
+from evalsite.adminlinks import jobs_started_message
 from evalsite.jobs import QueueUnavailable
 
 
@@ -162,13 +168,43 @@ class ExplanationMetricAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at"]
 
 
-# Student runs are distillation's; explanations are ours, so the action that regenerates them is added here.
+# Student runs are distillation's; explanations are ours, so the run page's study parts are added here.
 admin.site.unregister(StudentRun)
+
+
+class GenerateIntoStudyForm(forms.Form):
+    """Where a run's explanations go: a study, and one of its conditions or a new one."""
+
+    study = forms.ModelChoiceField(queryset=Study.objects.all())
+    condition = forms.ModelChoiceField(
+        queryset=Condition.objects.select_related("study"),
+        required=False,
+        help_text="An existing condition of that study; leave blank to create the one named below.",
+    )
+    new_condition = forms.CharField(max_length=120, required=False, label="or a new condition named")
+    split = forms.ChoiceField(choices=Split.choices, initial=Split.VALIDATION)
+    limit = forms.IntegerField(required=False, min_value=1, help_text="Only the first N questions (blank: all).")
+
+    def clean(self):
+        cleaned = super().clean()
+        study, condition = cleaned.get("study"), cleaned.get("condition")
+        label = (cleaned.get("new_condition") or "").strip()
+        if condition is not None and label:
+            raise ValidationError("Pick an existing condition or name a new one, not both.")
+        if condition is None and not label:
+            raise ValidationError("Pick an existing condition or name a new one.")
+        if condition is not None and study is not None and condition.study_id != study.pk:
+            self.add_error("condition", f"{condition} is not a condition of {study}.")
+        if study is not None and label and study.conditions.filter(label=label).exists():
+            self.add_error("new_condition", f"{study} already has a condition {label!r}: pick it above.")
+        cleaned["condition_label"] = condition.label if condition is not None else label
+        return cleaned
 
 
 @admin.register(StudentRun)
 class StudentRunAdmin(distillation_admin.StudentRunAdmin):
     actions = ["regenerate_explanations", *distillation_admin.StudentRunAdmin.actions]
+    run_page_fields = [*distillation_admin.StudentRunAdmin.run_page_fields, "shown_in"]
 
     @admin.action(
         description="Regenerate explanations in their studies (rated ones are kept as old versions)",
@@ -176,6 +212,100 @@ class StudentRunAdmin(distillation_admin.StudentRunAdmin):
     )
     def regenerate_explanations(self, request, queryset):
         self.enqueue_for_each(request, queryset, explanations_regenerate_enqueue)
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:run_id>/generate/",
+                self.admin_site.admin_view(self.generate_view),
+                name="distillation_studentrun_generate",
+            ),
+            path(
+                "<int:run_id>/regenerate/",
+                self.admin_site.admin_view(self.regenerate_view),
+                name="distillation_studentrun_regenerate",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def run_buttons(self, run: StudentRun) -> list[tuple[str, str, str]]:
+        return [
+            *super().run_buttons(run),
+            (
+                "Generate explanations into a study",
+                reverse("admin:distillation_studentrun_generate", args=[run.pk]),
+                "get",
+            ),
+            ("Regenerate explanations", reverse("admin:distillation_studentrun_regenerate", args=[run.pk]), "post"),
+        ]
+
+    def regenerate_view(self, request, run_id: int):
+        run = get_object_or_404(StudentRun, pk=run_id)
+        if request.method == "POST" and not run.conditions.exists():
+            self.message_user(
+                request, f"Run {run.pk} feeds no study condition yet: choose where its explanations go.", messages.INFO
+            )
+            return HttpResponseRedirect(reverse("admin:distillation_studentrun_generate", args=[run.pk]))
+        return self.start_from_page(
+            request, run_id, lambda run: explanations_regenerate_enqueue(run=run, user=request.user)
+        )
+
+    def generate_view(self, request, run_id: int):
+        run = get_object_or_404(StudentRun, pk=run_id)
+        if not self.has_change_permission(request, run):
+            raise PermissionDenied
+        form = GenerateIntoStudyForm(request.POST or None, initial={"new_condition": run.condition_label})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                job = explanations_generate_enqueue(
+                    run=run,
+                    study=data["study"],
+                    condition_label=data["condition_label"],
+                    split=data["split"],
+                    limit=data["limit"],
+                    user=request.user,
+                )
+            except (QueueUnavailable, ValueError) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, jobs_started_message([job]), messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:distillation_studentrun_change", args=[run.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Generate explanations of {run} into a study",
+            "opts": self.model._meta,
+            "original": run,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/distillation/studentrun/generate.html", context)
+
+    @admin.display(description="studies that show it")
+    def shown_in(self, run: StudentRun) -> str:
+        conditions = run.conditions.select_related("study").annotate(
+            current=Count("explanations", filter=Q(explanations__is_current=True)),
+            ratings=Count("explanations__ratings"),
+        )
+        if not conditions:
+            return "no study yet"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">{}</a>: condition <a href="{}">{}</a>, {} current explanations, {} ratings</li>',
+                (
+                    (
+                        reverse("admin:annotations_study_change", args=[c.study_id]),
+                        c.study.slug,
+                        reverse("admin:annotations_condition_change", args=[c.pk]),
+                        c.label,
+                        c.current,
+                        c.ratings,
+                    )
+                    for c in conditions
+                ),
+            ),
+        )
 
 
 # Crowd-platform admin lives in its own module; importing it registers it.

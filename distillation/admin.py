@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from distillation.forms import StudentRunCreateForm
 from distillation.models import Dataset, Prediction, Question, StudentRun, Teacher, TeacherOutput, TeacherRun
-from distillation.services.students import student_training_enqueue
-from evalsite.adminlinks import jobs_started_message
+from distillation.services.students import (
+    latest_prediction_set,
+    student_evaluation_enqueue,
+    student_training_enqueue,
+)
+from evalsite.adminlinks import job_url, jobs_started_message
 from evalsite.jobs import QueueUnavailable
+from evalsite.models import Job
+
+SAMPLE_PREDICTIONS = 5
 
 
 @admin.register(Dataset)
@@ -63,10 +77,169 @@ class StudentRunAdmin(admin.ModelAdmin):
     list_display = ["id", "__str__", "method", "training_data", "base_checkpoint", "seed", "status", "accuracy_display"]
     list_filter = ["status", "method", "training_data", "model_size", "architecture"]
     search_fields = ["name", "base_checkpoint", "checkpoint_dir"]
-    raw_id_fields = ["teacher_run"]
-    readonly_fields = ["training_curves"]
+    change_form_template = "admin/distillation/studentrun/change_form.html"
     # The annotations app adds an action that regenerates a run's explanations in its studies.
     actions = ["train_or_resume"]
+    # A run's definition is fixed once it exists (its checkpoints were made with it); what the jobs write
+    # (status, metrics, checkpoint folder) is never typed in.
+    editable_after_creation = ["name", "model_size"]
+    run_page_fields = ["summary", "training_curves", "prediction_sets_display", "sample_predictions", "run_jobs"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = StudentRunCreateForm
+            kwargs["fields"] = list(StudentRunCreateForm.base_fields)
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return list(StudentRunCreateForm.base_fields)
+        return [*self.run_page_fields, *self.editable_after_creation]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else list(self.run_page_fields)
+
+    def save_form(self, request, form, change):
+        return form.save(commit=False) if change else form.save()
+
+    def save_model(self, request, obj, form, change):
+        if change:  # a new run was saved by its form, through student_run_create
+            obj.save(update_fields=self.editable_after_creation)
+
+    # -- the run page's buttons ---------------------------------------------------------------------------
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:run_id>/train/", self.admin_site.admin_view(self.train_view), name="distillation_studentrun_train"
+            ),
+            path(
+                "<int:run_id>/evaluate/",
+                self.admin_site.admin_view(self.evaluate_view),
+                name="distillation_studentrun_evaluate",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def run_buttons(self, run: StudentRun) -> list[tuple[str, str, str]]:
+        """(label, url, method) of each button on the run page; the annotations app adds its own."""
+        return [
+            ("Train (or resume) and evaluate", reverse("admin:distillation_studentrun_train", args=[run.pk]), "post"),
+            ("Evaluate again", reverse("admin:distillation_studentrun_evaluate", args=[run.pk]), "post"),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        # Buttons start jobs: only for staff who may change the run.
+        buttons = self.run_buttons(run) if run and self.has_change_permission(request, run) else []
+        extra_context = {**(extra_context or {}), "run_buttons": buttons}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def start_from_page(self, request, run_id: int, start) -> HttpResponseRedirect:
+        """POST only: start one job with ``start(run)``, say so with a link, and go back to the run page."""
+        run = get_object_or_404(StudentRun, pk=run_id)
+        if request.method != "POST" or not self.has_change_permission(request, run):
+            raise PermissionDenied
+        try:
+            job = start(run)
+        except (QueueUnavailable, ValueError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, jobs_started_message([job]), messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:distillation_studentrun_change", args=[run.pk]))
+
+    def train_view(self, request, run_id: int):
+        return self.start_from_page(request, run_id, lambda run: student_training_enqueue(run=run, user=request.user))
+
+    def evaluate_view(self, request, run_id: int):
+        return self.start_from_page(request, run_id, lambda run: student_evaluation_enqueue(run=run, user=request.user))
+
+    # -- the run page's read-only parts -------------------------------------------------------------------
+
+    @admin.display(description="run")
+    def summary(self, run: StudentRun) -> str:
+        rows = [
+            ("status", run.get_status_display()),
+            ("method", f"{run.get_method_display()} ({run.condition_label})"),
+            ("training data", run.get_training_data_display()),
+            ("loss weights", f"alpha {run.alpha}, beta {run.beta}, gamma {run.gamma}"),
+            ("base checkpoint", run.base_checkpoint),
+            ("seed", run.seed),
+            ("teacher run", str(run.teacher_run) if run.teacher_run else "none"),
+            ("hyperparameters", ", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items())) or "defaults"),
+            ("trained steps", run.metrics.get("steps", "–")),
+            ("checkpoint", run.checkpoint_dir or "not trained yet"),
+            ("dev accuracy", self.accuracy_display(run)),
+        ]
+        return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    @admin.display(description="prediction sets")
+    def prediction_sets_display(self, run: StudentRun) -> str:
+        sets = run.prediction_sets.annotate(
+            n=Count("predictions"), correct=Count("predictions", filter=Q(predictions__is_correct=True))
+        )
+        if not sets:
+            return "none yet"
+        rows = [
+            (
+                s.number,
+                s.get_kind_display(),
+                s.split or "mixed",
+                s.n,
+                f"{100 * s.correct / s.n:.1f}%" if s.n else "–",
+                s.checkpoint_label,
+                s.task_format,
+                s.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for s in sets
+        ]
+        head = "".join(
+            f"<th>{name}</th>"
+            for name in ("set", "kind", "split", "questions", "correct", "checkpoint", "format", "made")
+        )
+        head = f"<tr>{head}</tr>"
+        return format_html(
+            "<table>{}{}</table>",
+            mark_safe(head),
+            format_html_join("", "<tr>" + "<td>{}</td>" * 8 + "</tr>", rows),
+        )
+
+    @admin.display(description="sample predictions (newest set)")
+    def sample_predictions(self, run: StudentRun) -> str:
+        newest = latest_prediction_set(run)
+        if newest is None:
+            return "none yet"
+        predictions = newest.predictions.select_related("question").order_by("question_id")[:SAMPLE_PREDICTIONS]
+        rows = [
+            (
+                p.question.question,
+                p.question.answer,
+                p.predicted_answer or p.raw_answer,
+                "yes" if p.is_correct else "no",
+                p.explanation,
+            )
+            for p in predictions
+        ]
+        head = "<tr><th>question</th><th>answer</th><th>predicted</th><th>correct</th><th>explanation</th></tr>"
+        return format_html(
+            "<table>{}{}</table>", mark_safe(head), format_html_join("", "<tr>" + "<td>{}</td>" * 5 + "</tr>", rows)
+        )
+
+    @admin.display(description="jobs")
+    def run_jobs(self, run: StudentRun) -> str:
+        jobs = Job.objects.filter(
+            target_type=ContentType.objects.get_for_model(StudentRun), target_id=str(run.pk)
+        ).order_by("-created_at")[:20]
+        if not jobs:
+            return "none yet"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">job {}</a> {} – {} {}</li>',
+                ((job_url(job), job.pk, job.kind, job.get_status_display(), job.message[:120]) for job in jobs),
+            ),
+        )
 
     @admin.display(description="training curves")
     def training_curves(self, run: StudentRun) -> str:
@@ -93,7 +266,7 @@ class StudentRunAdmin(admin.ModelAdmin):
         """Start a job per selected run with a service ``enqueue(*, run, user)``; say which jobs started."""
         try:
             jobs = [enqueue(run=run, user=request.user) for run in queryset]
-        except QueueUnavailable as exc:
+        except (QueueUnavailable, ValueError) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
         self.message_user(request, jobs_started_message(jobs), messages.SUCCESS)
@@ -106,11 +279,19 @@ class StudentRunAdmin(admin.ModelAdmin):
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
-    list_display = ["student_run", "question", "predicted_answer", "parse_status", "is_correct", "short_explanation"]
+    list_display = [
+        "student_run",
+        "prediction_set",
+        "question",
+        "predicted_answer",
+        "parse_status",
+        "is_correct",
+        "short_explanation",
+    ]
     list_filter = ["parse_status", "is_correct", "student_run"]
     search_fields = ["question__source_id", "explanation", "predicted_answer"]
     list_select_related = ["question", "student_run"]
-    raw_id_fields = ["question", "student_run"]
+    raw_id_fields = ["question", "student_run", "prediction_set"]
 
     @admin.display(description="explanation")
     def short_explanation(self, prediction: Prediction) -> str:

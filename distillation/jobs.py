@@ -68,3 +68,12 @@ def build_demo_student(
     teacher_run = TeacherRun.objects.get(pk=teacher_run_id)
     path = demo_base_build(teacher_run=teacher_run, progress=progress, limit=limit, steps=steps)
     return {"path": str(path)}
+
+
+@job_function
+def evaluate_student(*, progress: Progress, run_id: int, split: str = "validation", limit: int | None = None):
+    """Evaluate a trained run on a split; its predictions become a new set of the run."""
+    from distillation.models import StudentRun
+    from distillation.services import students
+
+    return students.student_evaluate(run=StudentRun.objects.get(pk=run_id), progress=progress, split=split, limit=limit)

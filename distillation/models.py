@@ -217,6 +217,39 @@ class StudentRun(models.Model):
         return self.metrics.get("accuracy")
 
 
+class PredictionSet(models.Model):
+    """One evaluation or generation of a run: its predictions are appended as a set and never rewritten,
+    so every explanation and rating keeps the model state and prompt format that wrote its text."""
+
+    class Kind(models.TextChoices):
+        EVALUATION = "evaluation", "evaluation"
+        GENERATION = "generation", "generation of explanations"
+
+    run = models.ForeignKey(StudentRun, on_delete=models.CASCADE, related_name="prediction_sets")
+    number = models.PositiveIntegerField(help_text="1, 2, ... within the run, in order of creation.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    checkpoint_path = models.CharField(max_length=500, blank=True, help_text="The model folder that was run.")
+    checkpoint_step = models.PositiveIntegerField(null=True, blank=True, help_text="Training steps behind it.")
+    split = models.CharField(max_length=16, choices=Split.choices, blank=True)
+    task_format = models.CharField(max_length=64, blank=True, help_text="Version of the student's input format.")
+    prompt_version = models.CharField(
+        max_length=200, blank=True, help_text="Teacher prompt templates behind the training data."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "-number"]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="prediction_set_unique_number")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} set {self.number} ({self.kind})"
+
+    @property
+    def checkpoint_label(self) -> str:
+        step = f" step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
+        return f"{self.checkpoint_path}{step}"
+
+
 class Prediction(models.Model):
     class ParseStatus(models.TextChoices):
         EXACT = "exact", "exact choice text"
@@ -225,6 +258,7 @@ class Prediction(models.Model):
         UNPARSEABLE = "unparseable", "unparseable"
 
     student_run = models.ForeignKey(StudentRun, on_delete=models.CASCADE, related_name="predictions")
+    prediction_set = models.ForeignKey(PredictionSet, on_delete=models.CASCADE, related_name="predictions")
     question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="predictions")
     raw_answer = models.TextField(blank=True, help_text="The generated answer text, as produced.")
     predicted_answer = models.TextField(blank=True)
@@ -241,9 +275,9 @@ class Prediction(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["student_run", "question_id"]
+        ordering = ["prediction_set", "question_id"]
         constraints = [
-            models.UniqueConstraint(fields=["student_run", "question"], name="prediction_unique_per_question"),
+            models.UniqueConstraint(fields=["prediction_set", "question"], name="prediction_unique_per_set_question"),
         ]
 
     def __str__(self) -> str:

@@ -187,6 +187,7 @@ def test_every_job_of_the_apps_is_registered_under_the_path_of_its_function():
         "annotations.jobs.studies.import_explanations",
         "annotations.jobs.studies.simulate_annotators",
         "distillation.jobs.build_demo_student",
+        "distillation.jobs.evaluate_student",
         "distillation.jobs.generate_teacher_data",
         "distillation.jobs.import_cqa",
         "distillation.jobs.import_teacher_outputs",

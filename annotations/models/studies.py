@@ -169,8 +169,10 @@ class Explanation(models.Model):
     supersedes = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
     )
+    # PROTECT: the prediction names the run, checkpoint and prompt format that wrote this text; nothing may
+    # delete it while the explanation exists (imported explanations have none).
     prediction = models.ForeignKey(
-        "distillation.Prediction", null=True, blank=True, on_delete=models.SET_NULL, related_name="explanations"
+        "distillation.Prediction", null=True, blank=True, on_delete=models.PROTECT, related_name="explanations"
     )
     source = models.CharField(max_length=16, choices=Source.choices)
     provenance = models.JSONField(default=dict, blank=True, help_text="File, row, columns; or run and job.")

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotations.models import Condition, Study
 from annotations.services.studies import condition_get_or_create, explanation_set_text, item_get_or_create
-from distillation.models import Question, Split, StudentRun
+from distillation.models import PredictionSet, Question, Split, StudentRun
 from distillation.services.students import evaluation_questions, inference_config, predictions_store
 from evalsite.jobs import Progress, enqueue_job
 
@@ -48,7 +48,10 @@ def explanations_generate(
     )
     counts = {"created": 0, "updated": 0, "new_version": 0, "unchanged": 0}
     with transaction.atomic():
-        predictions = {p.question_id: p for p in predictions_store(run=run, questions=questions, records=records)}
+        stored = predictions_store(
+            run=run, questions=questions, records=records, kind=PredictionSet.Kind.GENERATION, split=split_of(questions)
+        )
+        predictions = {p.question_id: p for p in stored}
         condition = condition_get_or_create(study=study, label=condition_label, student_run=run)
         for question in questions:
             prediction = predictions[question.pk]
@@ -65,12 +68,38 @@ def explanations_generate(
                 condition=condition,
                 text=prediction.explanation or NO_EXPLANATION_TEXT,
                 source="student_run",
-                provenance={"student_run": run.pk, "generated_at": timezone.now().isoformat()},
+                provenance={
+                    "student_run": run.pk,
+                    "prediction_set": prediction.prediction_set.number,
+                    "generated_at": timezone.now().isoformat(),
+                },
                 prediction=prediction,
                 predicted_answer=prediction.predicted_answer,
             )
             counts[outcome] += 1
+        # Versions of this condition that carry ratings: none of them was changed.
+        counts["rated_kept"] = (
+            condition.explanations.filter(item__question__in=questions, ratings__isnull=False).distinct().count()
+        )
     return counts
+
+
+def generation_summary(counts: dict[str, int]) -> str:
+    """What a generation did, in words: '11 new versions, 1 unchanged, ratings kept on 12'."""
+    parts = [
+        f"{counts.get(key, 0)} {words}"
+        for key, words in (("created", "new"), ("new_version", "new versions"), ("updated", "updated"))
+        if counts.get(key)
+    ]
+    parts.append(f"{counts.get('unchanged', 0)} unchanged")
+    parts.append(f"ratings kept on {counts.get('rated_kept', 0)}")
+    return ", ".join(parts)
+
+
+def split_of(questions: list[Question]) -> str:
+    """The split the questions share, or blank for a mix."""
+    splits = {question.split for question in questions}
+    return splits.pop() if len(splits) == 1 else ""
 
 
 def explanations_regenerate(*, run: StudentRun, progress: Progress) -> dict[str, dict[str, int]]:
@@ -90,7 +119,10 @@ def explanations_regenerate(*, run: StudentRun, progress: Progress) -> dict[str,
             source_ids=source_ids,
         )
     if not results:
-        raise ValueError(f"student run {run.pk} feeds no study condition; use generate_explanations first")
+        raise ValueError(
+            f"student run {run.pk} feeds no study condition yet: generate its explanations into a study first "
+            "(the run page's button, or manage.py generate_explanations)"
+        )
     return results
 
 

@@ -48,6 +48,10 @@ class TaskKind(StrEnum):
     COUNTERFACTUAL = "counterfactual"
 
 
+# The version of the input format below (prefixes and question layout): prediction sets store it, so a
+# rating names the format its text was generated from. Change it whenever the format changes.
+TASK_FORMAT_VERSION = "tasks/v1"
+
 TASK_PREFIXES: dict[TaskKind, str] = {
     TaskKind.ANSWER: "[predict]",
     TaskKind.EXPLAIN: "[explain]",

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from distillation.ml.distributed import is_main_process, wait_for_everyone
@@ -18,6 +19,7 @@ from distillation.ml.text import first_line
 from distillation.models import (
     Dataset,
     Prediction,
+    PredictionSet,
     Question,
     Split,
     StudentRun,
@@ -303,11 +305,12 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "")
 
 
-def _prediction_rows(run: StudentRun, questions: list[Question], records: list) -> list[Prediction]:
+def _prediction_rows(prediction_set: PredictionSet, questions: list[Question], records: list) -> list[Prediction]:
     by_source = {q.source_id: q for q in questions}
     return [
         Prediction(
-            student_run=run,
+            student_run_id=prediction_set.run_id,
+            prediction_set=prediction_set,
             question=by_source[record.source_id],
             raw_answer=_storable(record.raw_answer),
             predicted_answer=record.predicted_answer or "",
@@ -321,11 +324,49 @@ def _prediction_rows(run: StudentRun, questions: list[Question], records: list) 
     ]
 
 
-def predictions_store(*, run: StudentRun, questions: list[Question], records: list) -> list[Prediction]:
-    """Replace the run's predictions for these questions (explanations in studies keep their own copies)."""
+def teacher_prompt_version(run: StudentRun) -> str:
+    """The teacher prompt templates behind a student's training data, e.g. `rationale=v1;revision=v1`."""
+    if run.teacher_run is None:
+        return ""
+    config = run.teacher_run.prompt_config or {}
+    versions = config.get("versions") or {}
+    if versions:
+        return ";".join(f"{stage}={version}" for stage, version in sorted(versions.items()))
+    return str(config.get("prompt_version", ""))
+
+
+def predictions_store(
+    *, run: StudentRun, questions: list[Question], records: list, kind: str, split: str = ""
+) -> list[Prediction]:
+    """Append the records as the run's next prediction set; earlier sets (and the explanations and ratings
+    that point at them) are never touched. The set names the checkpoint, step and formats behind them."""
+    from distillation.ml.tasks import TASK_FORMAT_VERSION
+
     with transaction.atomic():
-        Prediction.objects.filter(student_run=run, question__in=questions).delete()
-        return Prediction.objects.bulk_create(_prediction_rows(run, questions, records))
+        # The run row is the lock: two jobs of one run number their sets one after the other.
+        StudentRun.objects.select_for_update().filter(pk=run.pk).first()
+        last = PredictionSet.objects.filter(run=run).aggregate(last=Max("number"))["last"] or 0
+        steps = run.metrics.get("steps")
+        prediction_set = PredictionSet(
+            run=run,
+            number=last + 1,
+            kind=kind,
+            checkpoint_path=run.checkpoint_dir,
+            checkpoint_step=steps if isinstance(steps, int) and steps >= 0 else None,
+            split=split,
+            task_format=TASK_FORMAT_VERSION,
+            prompt_version=teacher_prompt_version(run),
+        )
+        prediction_set.full_clean()
+        prediction_set.save()
+        return Prediction.objects.bulk_create(_prediction_rows(prediction_set, questions, records))
+
+
+def latest_prediction_set(run: StudentRun, *, kind: str | None = None) -> PredictionSet | None:
+    sets = PredictionSet.objects.filter(run=run)
+    if kind:
+        sets = sets.filter(kind=kind)
+    return sets.order_by("-number").first()
 
 
 def inference_config(run: StudentRun, *, batch_size: int = 16):
@@ -368,7 +409,9 @@ def student_evaluate(
         "unparseable_rate": report.unparseable_rate,
     }
     if is_main_process():
-        predictions_store(run=run, questions=questions, records=result.records)
+        predictions_store(
+            run=run, questions=questions, records=result.records, kind=PredictionSet.Kind.EVALUATION, split=split
+        )
         run.metrics = {
             **run.metrics,
             "text_quality": _text_quality_of(run=run, questions=questions, records=result.records),
@@ -401,3 +444,18 @@ def _text_quality_of(*, run: StudentRun, questions: list[Question], records: lis
         for record in records
     ]
     return text_quality(items, corpus_vocabulary(teacher_run=run.teacher_run)).as_dict()
+
+
+def student_evaluation_enqueue(*, run: StudentRun, limit: int | None = None, user: Any = None):
+    """Evaluate a trained run again in the background (a new prediction set), once the transaction commits."""
+    from distillation import jobs
+
+    if not run.checkpoint_dir or run.status not in (StudentRun.Status.TRAINED, StudentRun.Status.EVALUATED):
+        raise ValueError(f"student run {run.pk} is not trained yet: train it first")
+    return enqueue_job(
+        kind="student_evaluation",
+        function=jobs.evaluate_student,
+        params={"run_id": run.pk, "limit": limit},
+        target=run,
+        user=user,
+    )
