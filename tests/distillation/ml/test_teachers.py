@@ -306,8 +306,11 @@ def test_stop_at_line_break(tiny_teacher: HFTeacher):
 
 
 def test_prompt_too_long_for_the_context_is_refused(tiny_teacher: HFTeacher):
-    with pytest.raises(TeacherError, match="exceeds the model's context of 2048 tokens"):
-        tiny_teacher.generate([request("x" * 2000)], max_new_tokens=100)
+    from distillation.ml.teachers import TINY_TEACHER_CONTEXT
+
+    prompt = "x" * (TINY_TEACHER_CONTEXT - 50)  # byte tokens: fits alone, not with 100 new tokens
+    with pytest.raises(TeacherError, match=f"exceeds the model's context of {TINY_TEACHER_CONTEXT} tokens"):
+        tiny_teacher.generate([request(prompt)], max_new_tokens=100)
 
 
 def test_chat_messages_need_a_chat_template(tiny_teacher: HFTeacher):
