@@ -736,21 +736,20 @@ def crowd_batch_refill(*, batch: CrowdBatch, provider: CrowdProvider | None = No
 
 def crowd_batch_pause(*, batch: CrowdBatch, provider: CrowdProvider | None = None) -> CrowdBatch:
     """Stop new participants for a while (Prolific PAUSE); ``crowd_batch_resume`` starts it again."""
-    if batch.status != CrowdBatch.Status.LIVE:
-        raise CrowdPlatformError(f"only a live batch can be paused; this one is {batch.status}")
-    task_ids = list(batch.tasks.exclude(external_id="").values_list("external_id", flat=True))
-    _provider(batch, provider).pause(selectors.batch_spec(batch), task_external_ids=task_ids)
-    batch.status = CrowdBatch.Status.PAUSED
-    batch.save(update_fields=["status"])
-    return batch
+    return _batch_switch(batch, provider, "pause", CrowdBatch.Status.LIVE, CrowdBatch.Status.PAUSED)
 
 
 def crowd_batch_resume(*, batch: CrowdBatch, provider: CrowdProvider | None = None) -> CrowdBatch:
-    if batch.status != CrowdBatch.Status.PAUSED:
-        raise CrowdPlatformError(f"only a paused batch can be resumed; this one is {batch.status}")
+    return _batch_switch(batch, provider, "resume", CrowdBatch.Status.PAUSED, CrowdBatch.Status.LIVE)
+
+
+def _batch_switch(batch: CrowdBatch, provider: CrowdProvider | None, verb: str, before: str, after: str) -> CrowdBatch:
+    """Ask the platform to pause or resume every task of a batch in status ``before``, then store ``after``."""
+    if batch.status != before:
+        raise CrowdPlatformError(f"only a {before} batch can be {verb}d; this one is {batch.status}")
     task_ids = list(batch.tasks.exclude(external_id="").values_list("external_id", flat=True))
-    _provider(batch, provider).resume(selectors.batch_spec(batch), task_external_ids=task_ids)
-    batch.status = CrowdBatch.Status.LIVE
+    getattr(_provider(batch, provider), verb)(selectors.batch_spec(batch), task_external_ids=task_ids)
+    batch.status = after
     batch.save(update_fields=["status"])
     return batch
 
