@@ -8,16 +8,19 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from distillation.forms import StudentRunCreateForm
+from distillation.forms import StudentRunCreateForm, TrainLongerForm
 from distillation.models import Dataset, Prediction, Question, StudentRun, Teacher, TeacherOutput, TeacherRun
 from distillation.services.students import (
     latest_prediction_set,
     student_evaluation_enqueue,
+    student_run_train_longer_enqueue,
     student_training_enqueue,
+    trained_steps,
 )
 from evalsite.adminlinks import job_url, jobs_started_message
 from evalsite.jobs import QueueUnavailable
@@ -114,6 +117,11 @@ class StudentRunAdmin(admin.ModelAdmin):
                 "<int:run_id>/train/", self.admin_site.admin_view(self.train_view), name="distillation_studentrun_train"
             ),
             path(
+                "<int:run_id>/train-longer/",
+                self.admin_site.admin_view(self.train_longer_view),
+                name="distillation_studentrun_train_longer",
+            ),
+            path(
                 "<int:run_id>/evaluate/",
                 self.admin_site.admin_view(self.evaluate_view),
                 name="distillation_studentrun_evaluate",
@@ -125,6 +133,7 @@ class StudentRunAdmin(admin.ModelAdmin):
         """(label, url, method) of each button on the run page; the annotations app adds its own."""
         return [
             ("Train (or resume) and evaluate", reverse("admin:distillation_studentrun_train", args=[run.pk]), "post"),
+            ("Train longer", reverse("admin:distillation_studentrun_train_longer", args=[run.pk]), "get"),
             ("Evaluate again", reverse("admin:distillation_studentrun_evaluate", args=[run.pk]), "post"),
         ]
 
@@ -151,6 +160,31 @@ class StudentRunAdmin(admin.ModelAdmin):
     def train_view(self, request, run_id: int):
         return self.start_from_page(request, run_id, lambda run: student_training_enqueue(run=run, user=request.user))
 
+    def train_longer_view(self, request, run_id: int):
+        """GET: the step count to train on to; POST: start the job and go back to the run page."""
+        run = get_object_or_404(StudentRun, pk=run_id)
+        if not self.has_change_permission(request, run):
+            raise PermissionDenied
+        form = TrainLongerForm(request.POST or None, trained_steps=trained_steps(run))
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = student_run_train_longer_enqueue(
+                    run=run, max_steps=form.cleaned_data["max_steps"], user=request.user
+                )
+            except (QueueUnavailable, ValueError) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, jobs_started_message([job]), messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:distillation_studentrun_change", args=[run.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Train {run} longer",
+            "opts": self.model._meta,
+            "original": run,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/distillation/studentrun/train_longer.html", context)
+
     def evaluate_view(self, request, run_id: int):
         return self.start_from_page(request, run_id, lambda run: student_evaluation_enqueue(run=run, user=request.user))
 
@@ -168,10 +202,20 @@ class StudentRunAdmin(admin.ModelAdmin):
             ("teacher run", str(run.teacher_run) if run.teacher_run else "none"),
             ("hyperparameters", ", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items())) or "defaults"),
             ("trained steps", run.metrics.get("steps", "–")),
+            ("trained longer", self.extensions_display(run)),
             ("checkpoint", run.checkpoint_dir or "not trained yet"),
             ("dev accuracy", self.accuracy_display(run)),
         ]
         return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    @staticmethod
+    def extensions_display(run: StudentRun) -> str:
+        extensions = run.metrics.get("extensions") or []
+        if not extensions:
+            return "no"
+        return "; ".join(
+            f"from step {e['from_step']} to {e['to_step']} (optimizer moments {e['optimizer']})" for e in extensions
+        )
 
     @admin.display(description="prediction sets")
     def prediction_sets_display(self, run: StudentRun) -> str:

@@ -124,6 +124,22 @@ class StudentRunCreateForm(forms.ModelForm):
         return None
 
 
+class TrainLongerForm(forms.Form):
+    """The step count to train a finished run on to: more than it has trained."""
+
+    def __init__(self, *args, trained_steps: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["max_steps"] = forms.IntegerField(
+            label="train to step",
+            min_value=trained_steps + 1,
+            initial=2 * trained_steps if trained_steps else None,
+            help_text=(
+                f"The run has trained {trained_steps} steps. It goes on from its last weights, with the learning "
+                "rate re-planned over the new total, and is evaluated again when it ends."
+            ),
+        )
+
+
 def _add_option_fields(form_class: type[forms.ModelForm]) -> None:
     """One typed field per training option, with the core's default as initial value and help text; placed
     after the run's identity and before the loss weights (the admin lays fields out in this order)."""

@@ -14,6 +14,12 @@ management command started with ``torchrun --nproc_per_node 4 manage.py train_st
 scored by exact match; the best model so far is kept in ``best/``, and ``early_stop`` evaluations without
 improvement end the run. Curves go to TensorBoard through accelerate's trackers when tensorboard is installed,
 and always into the trainer state (``loss_history``, ``validation``).
+
+Training longer: a finished run given a higher ``max_steps`` (and nothing else changed) continues from its last
+weights to the new count, with the learning rate re-planned over the new total (linear decay from step 0 to the
+new ``max_steps``, so the continuation starts at ``lr * (1 - done / max_steps)``). Where the finished step's
+optimizer checkpoint was kept (``keep_checkpoints_after``), AdamW's moments carry over; otherwise they restart
+from zero, which the trainer state's ``extensions`` records.
 """
 
 from __future__ import annotations
@@ -143,6 +149,7 @@ class TrainingResult:
     best_step: int | None = None
     stopped_early: bool = False
     truncation: dict[str, dict[str, float]] = field(default_factory=dict)
+    extensions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def model_dir(self) -> Path | None:
@@ -163,6 +170,8 @@ class _TrainerState:
     best_accuracy: float | None = None
     evaluations_since_best: int = 0
     stopped_early: bool = False
+    # One entry per "train longer": {"from_step", "to_step", "optimizer": "resumed" | "restarted"}.
+    extensions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -383,7 +392,19 @@ class TrainingRun:
                 f"a step of {config.batch_size} questions cannot be split over {self.accelerator.num_processes} "
                 f"processes x {config.grad_accum_steps} accumulation steps"
             )
+        self.final_dir = self.output_dir / FINAL_MODEL_DIR
+        self.finished = self._read_finished_state()
         self._prepare_data_and_model(examples, questions)
+
+    def _read_finished_state(self) -> _TrainerState | None:
+        state_file = self.final_dir / TRAINER_STATE_FILE
+        return _TrainerState.from_json(state_file.read_text()) if state_file.is_file() else None
+
+    @property
+    def extending(self) -> bool:
+        """A finished run asked for more steps than it trained: it continues from its last weights."""
+        finished = self.finished
+        return finished is not None and finished.config.get("max_steps", finished.step) < self.config.max_steps
 
     def _prepare_data_and_model(self, examples: Sequence[TeacherExample], questions: Sequence[Question] | None) -> None:
         import torch
@@ -408,7 +429,9 @@ class TrainingRun:
         )
         self.n_train_questions = len(train_examples)
 
-        self.student = load_student(config.student, seed=config.seed)
+        # Training longer starts from the run's last weights (and tokenizer), saved in final/.
+        source = str(self.final_dir) if self.extending else config.student
+        self.student = load_student(source, seed=config.seed)
         if config.dropout is not None:
             set_dropout(self.student.model, config.dropout)
         is_encoder_decoder = self.student.is_encoder_decoder
@@ -453,13 +476,18 @@ class TrainingRun:
     # -- the run --------------------------------------------------------------------------------------
 
     def execute(self) -> TrainingResult:
-        final_dir = self.output_dir / FINAL_MODEL_DIR
-        finished = final_dir / TRAINER_STATE_FILE
-        if finished.is_file():
-            state = _TrainerState.from_json(finished.read_text())
-            self._check_same_run(state, final_dir)
-            return self._result(state, None, final_dir, completed=True)
-        state, resumed_from = self._start_or_resume()
+        final_dir = self.final_dir
+        if self.finished is not None:
+            self._check_same_run(self.finished, final_dir)
+            if not self.extending:
+                return self._result(self.finished, None, final_dir, completed=True)
+            checkpoint = latest_checkpoint(self.output_dir)
+            if checkpoint is not None and _checkpoint_step(checkpoint) > self.finished.step:
+                state, resumed_from = self._start_or_resume()  # an extension that was interrupted
+            else:
+                state, resumed_from = self._extend(self.finished)
+        else:
+            state, resumed_from = self._start_or_resume()
         if self.use_tensorboard and self.accelerator.is_main_process:
             self.accelerator.init_trackers("training", config=_tracker_config(self.config))
         if resumed_from is None:
@@ -633,13 +661,47 @@ class TrainingRun:
     # -- checkpoints ----------------------------------------------------------------------------------
 
     def _check_same_run(self, saved: _TrainerState, where: Path) -> None:
+        """Refuse to go on from a state made with another config or data. ``max_steps`` may change, as long as
+        it is not below the steps already done: raising it trains longer."""
         fresh = comparable_config(self.config)
-        keys = fresh.keys() | saved.config.keys()
+        keys = (fresh.keys() | saved.config.keys()) - {"max_steps"}
         differences = sorted(key for key in keys if fresh.get(key) != saved.config.get(key))
         if differences:
             raise ValueError(f"{where} was made with a different config ({', '.join(differences)})")
         if saved.data_fingerprint != self.data_fingerprint:
             raise ValueError(f"{where} was made with different training data")
+        if self.config.max_steps < saved.step:
+            raise ValueError(
+                f"{where} has already trained {saved.step} steps; max_steps={self.config.max_steps} would undo them "
+                f"(to train longer, ask for more than {saved.step})"
+            )
+
+    def _extend(self, finished: _TrainerState) -> tuple[_TrainerState, int]:
+        """Continue a finished run to the new ``max_steps`` from its last weights (loaded in final/); the
+        optimizer's moments come from the finished step's checkpoint where it was kept."""
+        state = _TrainerState.from_json(finished.to_json())
+        state.config = comparable_config(self.config)
+        state.stopped_early, state.evaluations_since_best = False, 0
+        checkpoint = latest_checkpoint(self.output_dir)
+        kept = checkpoint is not None and _checkpoint_step(checkpoint) == finished.step
+        if kept:
+            self.accelerator.load_state(str(checkpoint))
+        optimizer = "resumed" if kept else "restarted"
+        state.extensions.append({"from_step": finished.step, "to_step": self.config.max_steps, "optimizer": optimizer})
+        self._align_learning_rate(state.step)
+        self.report(state.step, "training longer", {"from_step": float(finished.step)})
+        return state, finished.step
+
+    def _align_learning_rate(self, step: int) -> None:
+        """Put the schedule at ``step`` of the current ``max_steps``. A restored scheduler keeps the rate it last
+        set, planned over the old total when ``max_steps`` was raised (zero at a finished run's end)."""
+        scheduler = self.scheduler
+        scheduler.last_epoch = step
+        schedule = zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+        rates = [base * lr_lambda(step) for base, lr_lambda in schedule]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates
 
     def _start_or_resume(self) -> tuple[_TrainerState, int | None]:
         fresh = _TrainerState(config=comparable_config(self.config), data_fingerprint=self.data_fingerprint)
@@ -650,6 +712,8 @@ class TrainingRun:
         self._check_same_run(saved, checkpoint)
         self.report(saved.step, "resuming", {})
         self.accelerator.load_state(str(checkpoint))
+        saved.config = comparable_config(self.config)  # max_steps may have been raised since
+        self._align_learning_rate(saved.step)
         return saved, saved.step
 
     def save_checkpoint(self, state: _TrainerState) -> Path:
@@ -741,6 +805,7 @@ class TrainingRun:
             best_step=state.best_step,
             stopped_early=state.stopped_early,
             truncation=self.truncation,
+            extensions=list(state.extensions),
         )
 
 
@@ -792,7 +857,11 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
         for path in directory.iterdir()
         if path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and (path / TRAINER_STATE_FILE).is_file()
     ]
-    return sorted(found, key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)))
+    return sorted(found, key=_checkpoint_step)
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix(CHECKPOINT_PREFIX))
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -29,6 +30,7 @@ from distillation.models import (
     TrainingData,
 )
 from evalsite.jobs import JobCancelled, Progress, enqueue_job
+from evalsite.models import Job
 
 # Hyper-parameters a run may set; the rest keep the training core's defaults (the paper's).
 TRAINING_OPTIONS = {
@@ -49,6 +51,9 @@ TRAINING_OPTIONS = {
     "precision",
     "train_limit",  # only the first N training questions (demos and tests); not a TrainingConfig field
 }
+
+
+TRAINING_JOB_KIND = "student_training"
 
 
 class TrainingDataMissing(ValueError):
@@ -179,17 +184,60 @@ def student_run_set_status(*, run: StudentRun, status: str) -> None:
     run.status = status
 
 
+def active_training_job(run: StudentRun) -> Job | None:
+    """A queued or running training job of the run: two at once would write the same checkpoints. (A job whose
+    worker died stays "running" until ``check_jobs`` marks it failed.)"""
+    jobs = Job.objects.filter(
+        target_type=ContentType.objects.get_for_model(StudentRun), target_id=str(run.pk), kind=TRAINING_JOB_KIND
+    )
+    return jobs.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).order_by("-created_at").first()
+
+
 def student_training_enqueue(*, run: StudentRun, eval_limit: int | None = None, user: Any = None):
     """Train (or resume) and evaluate a run in the background, once the surrounding transaction commits."""
     from distillation import jobs
 
+    running = active_training_job(run)
+    if running is not None:
+        raise ValueError(
+            f"student run {run.pk} is already being trained by job {running.pk}: wait for it to end or cancel it "
+            "(if its worker died, `manage.py check_jobs` marks it failed)"
+        )
     return enqueue_job(
-        kind="student_training",
+        kind=TRAINING_JOB_KIND,
         function=jobs.train_student,
         params={"run_id": run.pk, "eval_limit": eval_limit},
         target=run,
         user=user,
     )
+
+
+def trained_steps(run: StudentRun) -> int:
+    return int((run.metrics or {}).get("steps") or 0)
+
+
+def student_run_extend(*, run: StudentRun, max_steps: int) -> None:
+    """Raise a finished run's step count, so that its next training goes on from its last weights to
+    ``max_steps`` (the one setting of a run that changes after it is created)."""
+    finished = (StudentRun.Status.TRAINED, StudentRun.Status.EVALUATED)
+    if run.status not in finished or not run.checkpoint_dir:
+        raise ValueError(f"student run {run.pk} has not finished training: train (or resume) it first")
+    done = trained_steps(run)
+    if max_steps <= done:
+        raise ValueError(f"student run {run.pk} has trained {done} steps: to train longer, ask for more than {done}")
+    with transaction.atomic():
+        locked = StudentRun.objects.select_for_update().get(pk=run.pk)
+        locked.hyperparameters = {**locked.hyperparameters, "max_steps": max_steps}
+        locked.save(update_fields=["hyperparameters", "updated_at"])
+    run.hyperparameters = locked.hyperparameters
+
+
+def student_run_train_longer_enqueue(*, run: StudentRun, max_steps: int, user: Any = None):
+    """Train a finished run on to ``max_steps`` in the background, then evaluate it again (a new prediction set;
+    the explanations already in studies keep theirs until regenerated)."""
+    with transaction.atomic():  # a refused start (another training job of the run) leaves the step count as it was
+        student_run_extend(run=run, max_steps=max_steps)
+        return student_training_enqueue(run=run, user=user)
 
 
 def student_train_and_evaluate(
@@ -283,6 +331,7 @@ def student_train(*, run: StudentRun, progress: Progress, limit: int | None = No
             "stopped_early": result.stopped_early,
             "truncation": result.truncation,
             "resumed_from": result.resumed_from_step,
+            "extensions": result.extensions,
         }
         run.save(update_fields=["checkpoint_dir", "metrics", "updated_at"])
         if result.completed:

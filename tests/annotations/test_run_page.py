@@ -116,6 +116,35 @@ def test_the_run_page_is_read_only_where_jobs_write_and_its_buttons_start_jobs(a
     assert admin_client.get(reverse("admin:distillation_studentrun_train", args=[run.pk])).status_code == 403
 
 
+def test_train_longer_asks_for_more_steps_than_trained_and_starts_one_training_job(admin_client, settings):
+    settings.REDIS_URL = ""
+    run = student_run_create(
+        base_checkpoint="tiny", method="mt", training_data="unrevised", hyperparameters={"max_steps": 40}
+    )
+    url = reverse("admin:distillation_studentrun_train_longer", args=[run.pk])
+    refused = admin_client.post(url, {"max_steps": 80}, follow=True).content.decode()
+    assert "has not finished training" in refused and not Job.objects.exists()
+
+    StudentRun.objects.filter(pk=run.pk).update(
+        status=StudentRun.Status.EVALUATED, checkpoint_dir="var/students/x/final", metrics={"steps": 40}
+    )
+    page = admin_client.get(url).content.decode()
+    assert 'name="max_steps" value="80" min="41"' in page and "has trained 40 steps" in page
+    too_few = admin_client.post(url, {"max_steps": 40}).content.decode()
+    assert "greater than or equal to 41" in too_few and not Job.objects.exists()
+
+    response = admin_client.post(url, {"max_steps": 100}, follow=True)
+    job = Job.objects.get()
+    assert (job.kind, job.target_id) == ("student_training", str(run.pk))
+    assert f"/admin/evalsite/job/{job.pk}/change/" in response.content.decode()
+    run.refresh_from_db()
+    assert run.hyperparameters == {"max_steps": 100}
+    # While that job is queued, a second training of the same run (same checkpoints) is refused.
+    again = admin_client.post(url, {"max_steps": 120}, follow=True).content.decode()
+    assert f"already being trained by job {job.pk}" in again and Job.objects.count() == 1
+    assert StudentRun.objects.get(pk=run.pk).hyperparameters == {"max_steps": 100}
+
+
 def test_generate_into_a_new_condition_through_the_intermediate_form(admin_client, settings):
     settings.REDIS_URL = ""
     run = student_run_create(base_checkpoint="tiny", method="mt", training_data="unrevised")

@@ -238,3 +238,25 @@ def test_a_missing_model_is_a_clear_error_and_the_run_says_failed(teacher_data):
     with pytest.raises(CommandError, match="no model at /no/such/student: give an existing folder"):
         call("train_student", "--method", "mt", "--student", "/no/such/student", "--quiet")
     assert StudentRun.objects.get().status == StudentRun.Status.FAILED
+
+
+def test_train_to_trains_a_finished_run_longer_and_evaluates_it_again(teacher_data):
+    from django.core.management.base import CommandError
+
+    call("train_student", "--method", "mt", "--data", "unrevised", *TINY_TRAINING)
+    run = StudentRun.objects.get()
+    with pytest.raises(CommandError, match="has trained 6 steps: to train longer, ask for more than 6"):
+        call("train_student", "--resume", str(run.pk), "--train-to", "6", "--quiet")
+    with pytest.raises(CommandError, match="--train-to needs --resume"):
+        call("train_student", "--method", "mt", "--train-to", "9", "--quiet")
+
+    output = call("train_student", "--resume", str(run.pk), "--train-to", "9", "--eval-limit", "8", "--quiet")
+    run.refresh_from_db()
+    assert "9 steps" in output and run.status == StudentRun.Status.EVALUATED
+    assert run.hyperparameters["max_steps"] == 9 and run.metrics["steps"] == 9
+    assert len(run.metrics["loss_history"]) == 9
+    assert run.metrics["extensions"] == [{"from_step": 6, "to_step": 9, "optimizer": "restarted"}]
+    # Two evaluations, two prediction sets: the first is kept, with the checkpoint label of 6 steps.
+    sets = list(run.prediction_sets.order_by("number"))
+    assert [s.number for s in sets] == [1, 2] and all(s.predictions.count() == 8 for s in sets)
+    assert StudentRun.objects.count() == 1

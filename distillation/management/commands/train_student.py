@@ -15,6 +15,7 @@ from distillation.services.students import (
     TrainingDataMissing,
     default_teacher_run,
     student_run_create,
+    student_run_extend,
     student_training_enqueue,
     truncation_summary,
 )
@@ -135,6 +136,18 @@ def run_in_every_process(create) -> StudentRun:
     return StudentRun.objects.get(pk=run_id)
 
 
+def resumed_run(run_id: int, train_to: int | None) -> StudentRun:
+    run = StudentRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise CommandError(f"no student run {run_id}")
+    if train_to:
+        try:
+            student_run_extend(run=run, max_steps=train_to)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+    return run
+
+
 def describe(run: StudentRun) -> str:
     metrics = run.metrics
     accuracy = metrics.get("accuracy")
@@ -163,15 +176,21 @@ class Command(BaseCommand):
         parser.add_argument("--data", choices=["unrevised", "revised"], default="unrevised")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--resume", type=int, metavar="RUN_ID", help="Continue a stopped run from its checkpoint.")
+        parser.add_argument(
+            "--train-to",
+            type=int,
+            metavar="STEPS",
+            help="With --resume: train a finished run longer, from its last weights on to STEPS steps.",
+        )
         add_training_arguments(parser)
 
     def handle(self, *args, **options):
         if options["enqueue"] and process_count() > 1:
             raise CommandError("--enqueue queues one job for a worker; do not start it under torchrun/accelerate")
+        if options["train_to"] and not options["resume"]:
+            raise CommandError("--train-to needs --resume RUN_ID: the finished run to train longer")
         if options["resume"]:
-            run = StudentRun.objects.filter(pk=options["resume"]).first()
-            if run is None:
-                raise CommandError(f"no student run {options['resume']}")
+            run = run_in_every_process(lambda: resumed_run(options["resume"], options["train_to"]))
         elif not options["method"]:
             raise CommandError("give --method mt|cf|mtcf (or --resume RUN_ID)")
         else:

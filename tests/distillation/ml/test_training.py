@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,61 @@ def test_resuming_with_another_config_is_refused(tmp_path, teacher_examples):
         train_student(config(tmp_path, method="mt", max_steps=2, learning_rate=0.5), small)
     with pytest.raises(ValueError, match="different training data"):
         train_student(config(tmp_path, method="mt", max_steps=2), teacher_examples[20:40])
+
+
+def test_a_finished_run_trains_longer_from_its_last_weights(tmp_path, teacher_examples):
+    small = teacher_examples[:24]
+    no_dropout = {"method": "mt", "dropout": 0.0, "checkpoint_every": 2}
+    # Two runs of the same 6 steps: one keeps its optimizer checkpoint at the end, one (the default) does not.
+    kept = config(tmp_path / "kept", max_steps=6, keep_checkpoints_after=True, **no_dropout)
+    dropped = config(tmp_path / "dropped", max_steps=6, **no_dropout)
+    first_kept, first_dropped = train_student(kept, small), train_student(dropped, small)
+    assert first_kept.loss_history == first_dropped.loss_history
+    assert not (tmp_path / "dropped" / CHECKPOINTS_DIR).exists()
+
+    rates: list[float] = []
+    longer = train_student(
+        config(tmp_path / "dropped", max_steps=12, **no_dropout),
+        small,
+        progress=lambda step, total, stage, metrics: rates.append(metrics["lr"]) if stage == "training" else None,
+    )
+    assert longer.completed and longer.steps_done == 12 and longer.resumed_from_step == 6
+    assert longer.loss_history[:6] == first_dropped.loss_history and len(longer.loss_history) == 12
+    assert longer.extensions == [{"from_step": 6, "to_step": 12, "optimizer": "restarted"}]
+    # The schedule is re-planned over 12 steps: step 7 runs at lr * (1 - 6/12), not at the 0 the first run ended at.
+    assert rates[0] == pytest.approx(FAST["learning_rate"] * 0.5)
+    assert [p.step for p in longer.validation] == [0, 6, 12]
+    assert not (tmp_path / "dropped" / CHECKPOINTS_DIR).exists()
+
+    kept_longer = train_student(replace(kept, max_steps=12), small)
+    assert kept_longer.extensions == [{"from_step": 6, "to_step": 12, "optimizer": "resumed"}]
+    # Step 7 starts from the same weights either way (its loss is taken before the update); the moments differ after.
+    assert kept_longer.loss_history[6] == pytest.approx(longer.loss_history[6], rel=1e-6)
+    assert kept_longer.loss_history[7] != pytest.approx(longer.loss_history[7], rel=1e-6)
+    assert longer.loss_history[6] < longer.validation[0].loss  # not the untrained model's
+
+    with pytest.raises(ValueError, match="already trained 12 steps"):
+        train_student(config(tmp_path / "dropped", max_steps=8, **no_dropout), small)
+    again = train_student(config(tmp_path / "dropped", max_steps=12, **no_dropout), small)
+    assert again.completed and again.loss_history == longer.loss_history
+
+
+def test_an_interrupted_extension_resumes_its_own_checkpoint(tmp_path, teacher_examples):
+    small = teacher_examples[:24]
+    options = {"method": "mt", "dropout": 0.0, "checkpoint_every": 2}
+    train_student(config(tmp_path, max_steps=4, **options), small)
+    steps: list[int] = []
+    stopped = train_student(
+        config(tmp_path, max_steps=10, **options),
+        small,
+        progress=lambda step, total, stage, _: steps.append(step) if stage == "training" else None,
+        should_stop=lambda: len(steps) >= 3,
+    )
+    assert not stopped.completed and stopped.steps_done == 7
+    finished = train_student(config(tmp_path, max_steps=10, **options), small)
+    assert finished.completed and finished.steps_done == 10 and finished.resumed_from_step == 7
+    assert finished.loss_history[:7] == stopped.loss_history
+    assert finished.extensions == [{"from_step": 4, "to_step": 10, "optimizer": "restarted"}]
 
 
 def test_per_example_loss_is_the_token_mean_of_that_example_alone(teacher_examples):
