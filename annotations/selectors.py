@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import statistics
@@ -9,10 +10,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
+from django.db import connections, router
 from django.db.models import Avg, Count, IntegerField, Max, Q
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, Length
+from django.utils.html import escape
 
+from annotations import prepared_reads
 from annotations.models import (
     Annotator,
     Assignment,
@@ -20,6 +24,7 @@ from annotations.models import (
     Construct,
     Explanation,
     ExplanationMetric,
+    Item,
     Rating,
     Study,
 )
@@ -43,10 +48,38 @@ def annotator_by_public_id(study: Study, public_id: str) -> Annotator | None:
 
 
 def annotator_in_study(slug: str, public_id: str) -> Annotator | None:
-    """The annotator with their study, in one query (the study's slug must match)."""
-    # Unique, so no ORDER BY: `.first()` would order by the model's ordering, which costs a join to compile.
-    found = Annotator.objects.filter(study__slug=slug, public_id=public_id).select_related("study").order_by()
-    return next(iter(found[:1]), None)
+    """The annotator with their study, in one query (the study's slug must match).
+
+    Read on every annotator request, so its SQL is written once per process (see `prepared_reads`): what
+    `filter(study__slug=slug, public_id=public_id).select_related("study")` sends, without compiling it.
+    Both rows are read fresh each time (a study's status and settings are never stale here).
+    """
+    using = router.db_for_read(Annotator)
+    sql, annotator_columns, study_columns = _annotator_in_study_statement(using)
+    public_id_param = Annotator._meta.get_field("public_id").get_db_prep_value(
+        public_id, connections[using], prepared=False
+    )
+    row = prepared_reads.first_row(sql, [slug, public_id_param], using=using)
+    if row is None:
+        return None
+    annotator = annotator_columns.instance(row, using=using)
+    Annotator.study.field.set_cached_value(annotator, study_columns.instance(row, using=using))
+    return annotator
+
+
+@functools.cache
+def _annotator_in_study_statement(using: str) -> tuple[str, prepared_reads.ModelColumns, prepared_reads.ModelColumns]:
+    quote = connections[using].ops.quote_name
+    annotator = prepared_reads.ModelColumns.of(Annotator, "a", using=using)
+    study = prepared_reads.ModelColumns.of(Study, "s", using=using, start=annotator.end)
+    sql = (
+        f"SELECT {annotator.sql}, {study.sql} FROM {quote(Annotator._meta.db_table)} a"
+        f" INNER JOIN {quote(Study._meta.db_table)} s"
+        f" ON s.{quote(Study._meta.pk.column)} = a.{quote(Annotator._meta.get_field('study').column)}"
+        f" WHERE s.{quote(Study._meta.get_field('slug').column)} = %s"
+        f" AND a.{quote(Annotator._meta.get_field('public_id').column)} = %s"
+    )
+    return sql, annotator, study
 
 
 def _study_setup(study: Study, what: str, load) -> list:
@@ -79,8 +112,46 @@ def current_assignment(annotator: Annotator) -> Assignment | None:
 
 
 def assignment_for_screen(assignment_id: int) -> Assignment:
-    """A screen with what it shows: its explanations and their item."""
-    return Assignment.objects.select_related("explanation__item", "second_explanation").get(pk=assignment_id)
+    """A screen with what it shows: its explanations and their item.
+
+    What `select_related("explanation__item", "second_explanation").get(pk=assignment_id)` sends, from SQL
+    written once per process (see `prepared_reads`; every screen shown reads it).
+    """
+    using = router.db_for_read(Assignment)
+    sql, columns = _assignment_for_screen_statement(using)
+    row = prepared_reads.first_row(sql, [assignment_id], using=using)
+    if row is None:
+        raise Assignment.DoesNotExist(f"no screen {assignment_id}")
+    assignment_columns, explanation_columns, item_columns, second_columns = columns
+    assignment = assignment_columns.instance(row, using=using)
+    explanation = explanation_columns.instance(row, using=using)
+    if explanation is not None:
+        Explanation.item.field.set_cached_value(explanation, item_columns.instance(row, using=using))
+    Assignment.explanation.field.set_cached_value(assignment, explanation)
+    Assignment.second_explanation.field.set_cached_value(assignment, second_columns.instance(row, using=using))
+    return assignment
+
+
+@functools.cache
+def _assignment_for_screen_statement(using: str) -> tuple[str, tuple[prepared_reads.ModelColumns, ...]]:
+    quote = connections[using].ops.quote_name
+    assignment = prepared_reads.ModelColumns.of(Assignment, "a", using=using)
+    explanation = prepared_reads.ModelColumns.of(Explanation, "e", using=using, start=assignment.end)
+    item = prepared_reads.ModelColumns.of(Item, "i", using=using, start=explanation.end)
+    second = prepared_reads.ModelColumns.of(Explanation, "e2", using=using, start=item.end)
+    explanation_table, pk = quote(Explanation._meta.db_table), quote(Explanation._meta.pk.column)
+    sql = (
+        f"SELECT {assignment.sql}, {explanation.sql}, {item.sql}, {second.sql}"
+        f" FROM {quote(Assignment._meta.db_table)} a"
+        f" LEFT OUTER JOIN {explanation_table} e"
+        f" ON e.{pk} = a.{quote(Assignment._meta.get_field('explanation').column)}"
+        f" LEFT OUTER JOIN {quote(Item._meta.db_table)} i"
+        f" ON i.{quote(Item._meta.pk.column)} = e.{quote(Explanation._meta.get_field('item').column)}"
+        f" LEFT OUTER JOIN {explanation_table} e2"
+        f" ON e2.{pk} = a.{quote(Assignment._meta.get_field('second_explanation').column)}"
+        f" WHERE a.{quote(Assignment._meta.pk.column)} = %s"
+    )
+    return sql, (assignment, explanation, item, second)
 
 
 @dataclass(frozen=True)
@@ -95,7 +166,12 @@ class SessionState:
 
 
 def session_state(annotator: Annotator) -> SessionState:
-    rows = list(annotator.assignments.order_by("position").values_list("pk", "status"))
+    # What `annotator.assignments.order_by("position").values_list("pk", "status")` sends, from SQL written
+    # once per process: every screen request reads it.
+    using = router.db_for_read(Assignment)
+    with connections[using].cursor() as cursor:
+        cursor.execute(_session_state_statement(using), [annotator.pk])
+        rows = cursor.fetchall()
     held = [(pk, status) for pk, status in rows if status != Assignment.Status.RELEASED]
     assigned = [pk for pk, status in held if status == Assignment.Status.ASSIGNED]
     return SessionState(
@@ -106,15 +182,31 @@ def session_state(annotator: Annotator) -> SessionState:
     )
 
 
+@functools.cache
+def _session_state_statement(using: str) -> str:
+    quote = connections[using].ops.quote_name
+    field = Assignment._meta.get_field
+    return (
+        f"SELECT {quote(Assignment._meta.pk.column)}, {quote(field('status').column)}"
+        f" FROM {quote(Assignment._meta.db_table)} WHERE {quote(field('annotator').column)} = %s"
+        f" ORDER BY {quote(field('position').column)}"
+    )
+
+
 def session_progress(annotator: Annotator) -> tuple[int, int]:
     """(screens done, screens in the session) for the progress bar."""
     state = session_state(annotator)
     return state.done, state.total
 
 
+# The screen's numbers reach the template as text, and its repeated texts escaped once: an int rendered by the
+# template goes through Django's localised number formatting (about 40% of the screen's rendering time, for
+# some 60 numbers a screen), and each anchor label is shown twice per point on every row.
+
+
 @dataclass(frozen=True)
 class ScalePoint:
-    value: int
+    value: str
     anchor: str
     checked: bool
 
@@ -126,6 +218,9 @@ class ScaleRow:
 
     construct: Construct
     points: list[ScalePoint]
+    explanation_id: str
+    construct_id: str
+    input_name: str
 
 
 @dataclass
@@ -154,19 +249,22 @@ def screen_explanations(
             saved.setdefault(explanation_id, {})[construct_id] = value
     sides = ["left", "right"] if len(shown) == 2 else ["only"] * len(shown)
     return [
-        ShownExplanation(e, side, saved.get(e.pk, {}), _rows(constructs, saved.get(e.pk, {})))
+        ShownExplanation(e, side, saved.get(e.pk, {}), _rows(e.pk, constructs, saved.get(e.pk, {})))
         for e, side in zip(shown, sides, strict=True)
     ]
 
 
-def _rows(constructs: list[Construct], saved: dict[int, int]) -> list[ScaleRow]:
+def _rows(explanation_id: int, constructs: list[Construct], saved: dict[int, int]) -> list[ScaleRow]:
     return [
         ScaleRow(
             construct,
             [
-                ScalePoint(point, anchor, saved.get(construct.pk) == point)
+                ScalePoint(escape(point), escape(anchor), saved.get(construct.pk) == point)
                 for point, anchor in enumerate(construct.anchors, start=1)
             ],
+            explanation_id=escape(explanation_id),
+            construct_id=escape(construct.pk),
+            input_name=escape(f"r-{explanation_id}-{construct.pk}"),
         )
         for construct in constructs
     ]

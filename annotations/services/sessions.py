@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import secrets
@@ -12,12 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.cache import caches
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F, Q, Window
 from django.db.models.functions import Mod, RowNumber
 from django.utils import timezone
 
-from annotations import selectors
+from annotations import prepared_reads, selectors
 from annotations.assignment import AssignmentPlan, AttentionChecks, Candidate, plan_assignment
 from annotations.models import Annotator, Assignment, Condition, Construct, Explanation, Rating, Study
 
@@ -408,13 +409,7 @@ class ScreenAnswer:
 
 
 def _checked_assignment(annotator: Annotator, assignment_id: int) -> Assignment:
-    found = (
-        Assignment.objects.select_for_update()
-        .filter(pk=assignment_id, annotator=annotator)
-        .exclude(status=Assignment.Status.RELEASED)
-        .order_by()  # one row by primary key: no ordering to compile
-    )
-    assignment = next(iter(found), None)
+    assignment = _locked_assignment_of(annotator, assignment_id)
     if assignment is None:
         logger.warning("annotator %s sent a screen that is not theirs: %s", annotator.pk, assignment_id)
         raise SessionError("this screen is not part of your assignment", status=403)
@@ -422,6 +417,34 @@ def _checked_assignment(annotator: Annotator, assignment_id: int) -> Assignment:
         logger.warning("annotator %s resent completed screen %s", annotator.pk, assignment_id)
         raise SessionError("this screen was submitted already", status=409)
     return assignment
+
+
+def _locked_assignment_of(annotator: Annotator, assignment_id: int) -> Assignment | None:
+    """The annotator's screen, not released, locked until the transaction ends: what
+    `select_for_update().filter(pk=..., annotator=...).exclude(status=RELEASED)` sends, from SQL written once
+    per process (every autosave and submit reads it; compiling it was much of their CPU time)."""
+    using = router.db_for_write(Assignment)
+    if connections[using].get_autocommit():  # as the ORM refuses: a lock outside a transaction holds nothing
+        raise transaction.TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+    sql, columns = _locked_assignment_statement(using)
+    row = prepared_reads.first_row(sql, [assignment_id, annotator.pk, Assignment.Status.RELEASED], using=using)
+    return None if row is None else columns.instance(row, using=using)
+
+
+@functools.cache
+def _locked_assignment_statement(using: str) -> tuple[str, prepared_reads.ModelColumns]:
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    columns = prepared_reads.ModelColumns.of(Assignment, "a", using=using)
+    sql = (
+        f"SELECT {columns.sql} FROM {quote(Assignment._meta.db_table)} a"
+        f" WHERE a.{quote(Assignment._meta.pk.column)} = %s"
+        f" AND a.{quote(Assignment._meta.get_field('annotator').column)} = %s"
+        f" AND NOT (a.{quote(Assignment._meta.get_field('status').column)} = %s)"
+    )
+    if connection.features.has_select_for_update:  # SQLite locks the whole database instead
+        sql += " FOR UPDATE"
+    return sql, columns
 
 
 def _validate_answers(assignment: Assignment, answers: list[ScreenAnswer], constructs: dict[int, Construct]) -> None:
@@ -437,18 +460,41 @@ def _validate_answers(assignment: Assignment, answers: list[ScreenAnswer], const
 
 
 def _upsert_ratings(annotator: Annotator, assignment: Assignment, answers: list[ScreenAnswer]) -> None:
-    """One statement whatever the number of constructs: insert, or on a second answer change the value."""
+    """One statement whatever the number of constructs: insert, or on a second answer change the value.
+
+    What `Rating.objects.bulk_create(..., update_conflicts=True, unique_fields=["annotator", "explanation",
+    "construct"], update_fields=["value", "assignment", "updated_at"])` sends, from SQL written once per
+    process: every autosave and submit writes it, and compiling the bulk insert was a good part of their CPU.
+    """
     latest = {(a.explanation_id, a.construct_id): a.value for a in answers}
     if not latest:
         return
-    Rating.objects.bulk_create(
-        [
-            Rating(annotator=annotator, explanation_id=eid, construct_id=cid, value=value, assignment=assignment)
-            for (eid, cid), value in latest.items()
-        ],
-        update_conflicts=True,
-        unique_fields=["annotator", "explanation", "construct"],
-        update_fields=["value", "assignment", "updated_at"],
+    using = router.db_for_write(Rating)
+    connection = connections[using]
+    insert, row_placeholders, on_conflict = _upsert_ratings_statement(using)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    params = [
+        param
+        for (explanation_id, construct_id), value in latest.items()
+        for param in (annotator.pk, explanation_id, construct_id, assignment.pk, value, now, now)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"{insert} {', '.join([row_placeholders] * len(latest))} {on_conflict}", params)
+
+
+@functools.cache
+def _upsert_ratings_statement(using: str) -> tuple[str, str, str]:
+    quote = connections[using].ops.quote_name
+    field = Rating._meta.get_field
+    names = ["annotator", "explanation", "construct", "assignment", "value", "created_at", "updated_at"]
+    columns = [quote(field(name).column) for name in names]
+    unique = ", ".join(columns[:3])  # the constraint rating_unique_per_construct
+    updated = ", ".join(f"{quote(field(name).column)} = EXCLUDED.{quote(field(name).column)}" for name in names[3:5])
+    updated_at = quote(field("updated_at").column)
+    return (
+        f"INSERT INTO {quote(Rating._meta.db_table)} ({', '.join(columns)}) VALUES",
+        f"({', '.join(['%s'] * len(columns))})",
+        f"ON CONFLICT ({unique}) DO UPDATE SET {updated}, {updated_at} = EXCLUDED.{updated_at}",
     )
 
 
@@ -547,9 +593,24 @@ def mark_shown(assignment: Assignment) -> bool:
     if assignment.first_shown_at is not None:
         return True
     now = timezone.now()
-    Assignment.objects.filter(pk=assignment.pk, first_shown_at__isnull=True).update(first_shown_at=now)
+    # What `Assignment.objects.filter(pk=..., first_shown_at__isnull=True).update(first_shown_at=now)` sends,
+    # from SQL written once per process (every screen's first showing writes it).
+    using = router.db_for_write(Assignment)
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(_mark_shown_statement(using), [connection.ops.adapt_datetimefield_value(now), assignment.pk])
     assignment.first_shown_at = now
     return False
+
+
+@functools.cache
+def _mark_shown_statement(using: str) -> str:
+    quote = connections[using].ops.quote_name
+    shown_at = quote(Assignment._meta.get_field("first_shown_at").column)
+    return (
+        f"UPDATE {quote(Assignment._meta.db_table)} SET {shown_at} = %s"
+        f" WHERE {quote(Assignment._meta.pk.column)} = %s AND {shown_at} IS NULL"
+    )
 
 
 @dataclass(frozen=True)
