@@ -69,8 +69,17 @@ ProgressCallback = Callable[[int, int, str, dict[str, float]], None]
 StopCallback = Callable[[], bool]
 
 # Changing these between a run and its resumption is harmless; any other field changes the optimisation.
-_RESUMABLE_FIELDS = {"output_dir", "checkpoint_every", "keep_checkpoints", "keep_checkpoints_after", "eval_batch_size"}
+_RESUMABLE_FIELDS = {
+    "output_dir",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "keep_checkpoints_after",
+    "eval_batch_size",
+    "max_chunks",
+}
 PRECISIONS = ("fp32", "bf16", "fp16")
+# A chunk of a micro-batch is cut off once its real tokens are at least this share of its padded ones.
+CHUNK_EFFICIENCY = 0.95
 
 
 @dataclass
@@ -102,14 +111,16 @@ class TrainingConfig:
     eval_batch_size: int = 32
     early_stop: int = 0  # stop after this many evaluations without a better validation accuracy (0: never)
     mega_batch_factor: int = 50
+    # A micro-batch may be run in up to this many length-sorted chunks, where that saves padding (1: never).
+    max_chunks: int = 4
     precision: str = "fp32"
     dropout: float | None = None  # None: the checkpoint's own
     output_dir: str = "var/students/run"
 
     def __post_init__(self) -> None:
         self.method = Method(self.method).value
-        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum_steps < 1:
-            raise ValueError("max_steps, batch_size and grad_accum_steps must be positive")
+        if min(self.max_steps, self.batch_size, self.grad_accum_steps, self.max_chunks) < 1:
+            raise ValueError("max_steps, batch_size, grad_accum_steps and max_chunks must be positive")
         if self.eval_every < 0 or self.early_stop < 0:
             raise ValueError("eval_every and early_stop must not be negative")
         if self.early_stop and not self.eval_every:
@@ -254,6 +265,39 @@ def split_step(indices: np.ndarray, lengths: np.ndarray, parts: int) -> list[np.
         raise ValueError(f"a step of {len(indices)} sequences cannot be split into {parts} micro-batches")
     ordered = indices[np.argsort(-lengths[indices], kind="stable")]
     return np.array_split(ordered, parts)
+
+
+def length_chunks(indices: np.ndarray, data: TokenizedTasks, max_chunks: int) -> list[np.ndarray]:
+    """A micro-batch (sorted longest first) cut into the fewest contiguous chunks, at most ``max_chunks``, that
+    waste at most ``1 - CHUNK_EFFICIENCY`` of their padded tokens.
+
+    A step of mixed tasks puts short answers beside long explanations: padded to its longest sequence, a fifth
+    of an MT+CF batch is padding (CPU time grows with it). Each chunk is padded to its own longest sequence;
+    the loss of a step is the same whatever its chunks, since each task's token mean is taken over the step.
+    """
+    if max_chunks <= 1 or len(indices) <= 1:
+        return [indices]
+    real = _real_tokens(indices, data)
+    best: list[np.ndarray] = [indices]
+    best_padded = _padded_tokens(indices, data)
+    for count in range(1, min(max_chunks, len(indices)) + 1):
+        chunks = np.array_split(indices, count)
+        padded = sum(_padded_tokens(chunk, data) for chunk in chunks)
+        if padded < best_padded:
+            best, best_padded = chunks, padded
+        if real >= CHUNK_EFFICIENCY * padded:
+            return chunks
+    return best
+
+
+def _real_tokens(indices: np.ndarray, data: TokenizedTasks) -> int:
+    return int(data.sequence_lengths()[indices].sum())
+
+
+def _padded_tokens(indices: np.ndarray, data: TokenizedTasks) -> int:
+    if data.is_encoder_decoder:
+        return len(indices) * int(data.inputs.lengths[indices].max() + data.targets.lengths[indices].max())
+    return len(indices) * int(data.inputs.lengths[indices].max())
 
 
 def kind_weight_vector(weights: ObjectiveWeights, method: Method) -> np.ndarray:
@@ -540,14 +584,15 @@ class TrainingRun:
         sequences = self.step_sequences(step)
         kind_tokens = torch.from_numpy(kind_token_counts(self.train_data, sequences))
         micro_batches = split_step(sequences, self.train_data.sequence_lengths(), self.parts)
-        accumulation = self.config.grad_accum_steps
+        mine = micro_batches[rank::world][: self.config.grad_accum_steps]
+        passes = [chunk for micro in mine for chunk in length_chunks(micro, self.train_data, self.config.max_chunks)]
         step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         n_tokens = 0
         weights, kind_tokens = self.kind_weights.to(accelerator.device), kind_tokens.to(accelerator.device)
-        for micro_step in range(accumulation):
-            batch = self.collator(self.train_data, micro_batches[micro_step * world + rank])
+        for index, chunk in enumerate(passes):
+            batch = self.collator(self.train_data, chunk)
             n_tokens += batch["n_tokens"]
-            last = micro_step == accumulation - 1
+            last = index == len(passes) - 1  # gradients are averaged over processes once, after the last pass
             with nullcontext() if last else accelerator.no_sync(self.model):
                 with accelerator.autocast():
                     sums, _ = token_loss_sums(self.model, batch, self.train_data.is_encoder_decoder, accelerator.device)

@@ -28,6 +28,7 @@ from distillation.ml.training import (
     LengthGroupedBatches,
     TrainingConfig,
     TrainingRun,
+    length_chunks,
     list_checkpoints,
     per_example_losses,
     split_step,
@@ -243,6 +244,30 @@ def test_grad_accumulation_splits_a_step_without_changing_it(tmp_path, teacher_e
     assert whole.loss_history[0] != whole.loss_history[-1]
     with pytest.raises(ValueError, match="cannot be split"):
         train_student(config(tmp_path / "x", method="mt", batch_size=2, grad_accum_steps=4), small)
+
+
+def test_a_micro_batch_of_long_and_short_targets_runs_in_chunks_that_cut_padding():
+    from distillation.ml.collate import RaggedIds, TokenizedTasks
+
+    def tasks(inputs: list[int], targets: list[int]) -> TokenizedTasks:
+        zeros = np.zeros(len(inputs), dtype=np.int64)
+        return TokenizedTasks(
+            inputs=RaggedIds.from_lists([[5] * n for n in inputs]),
+            targets=RaggedIds.from_lists([[5] * n for n in targets]),
+            prompt_lengths=zeros,
+            weights=np.ones(len(inputs)),
+            kind_codes=zeros,
+            is_encoder_decoder=True,
+        )
+
+    # Four explanations (100 target tokens) and four answers (10): one batch is 18% padding, two are none.
+    mixed = tasks([100] * 8, [100] * 4 + [10] * 4)
+    order = np.arange(8)
+    chunks = length_chunks(order, mixed, max_chunks=4)
+    assert [list(chunk) for chunk in chunks] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert length_chunks(order, mixed, max_chunks=1) == [order]
+    same = tasks([100] * 8, [50] * 8)
+    assert [list(chunk) for chunk in length_chunks(order, same, max_chunks=4)] == [list(order)]
 
 
 def test_split_step_partitions_the_step_longest_first():
