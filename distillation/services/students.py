@@ -320,7 +320,7 @@ def student_train(*, run: StudentRun, progress: Progress, limit: int | None = No
             "train_questions": len(examples),
             "first_loss": result.loss_history[0] if result.loss_history else None,
             "last_loss": result.loss_history[-1] if result.loss_history else None,
-            # The curves, also written to TensorBoard (logs/ in the run's folder) when tensorboard is installed.
+            # The curves, also written to TensorBoard (logs/ in the run's folder).
             "loss_history": result.loss_history,
             "validation": [
                 {"step": p.step, "loss": p.loss, "accuracy": p.accuracy, "task_losses": p.task_losses}

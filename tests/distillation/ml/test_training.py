@@ -25,6 +25,7 @@ from distillation.ml.tasks import (
 from distillation.ml.training import (
     BEST_MODEL_DIR,
     CHECKPOINTS_DIR,
+    LOGS_DIR,
     LengthGroupedBatches,
     TrainingConfig,
     TrainingRun,
@@ -300,6 +301,18 @@ def test_evaluation_keeps_the_best_model_stops_early_and_leaves_no_optimizer_sta
         teacher_examples[:40],
     )
     assert again.completed and again.loss_history == result.loss_history and again.best_step == result.best_step
+
+
+def test_the_curves_go_to_tensorboard(tmp_path, teacher_examples):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_student(config(tmp_path, method="mt", max_steps=2, eval_every=2, max_answer_tokens=8), teacher_examples[:20])
+    curves = EventAccumulator(str(tmp_path / LOGS_DIR / "training"))  # its sub-folders hold the hyper-parameters
+    curves.Reload()
+    tags = curves.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "validation/loss", "validation/accuracy"} <= set(tags)
+    assert [event.step for event in curves.Scalars("train/loss")] == [1, 2]
+    assert [event.step for event in curves.Scalars("validation/loss")] == [0, 2]
 
 
 def test_the_tiny_t5_head_is_untied_and_starts_near_uniform(tmp_path, teacher_examples):
