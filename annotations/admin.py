@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -29,7 +28,6 @@ from annotations.services.metrics import ADMIN_METRICS, MetricsUnavailable, expl
 from annotations.services.studies import study_open
 from distillation import admin as distillation_admin
 from distillation.models import Split, StudentRun
-from evalsite.adminlinks import jobs_started_message
 from evalsite.jobs import QueueUnavailable
 
 
@@ -251,34 +249,21 @@ class StudentRunAdmin(distillation_admin.StudentRunAdmin):
         )
 
     def generate_view(self, request, run_id: int):
-        run = get_object_or_404(StudentRun, pk=run_id)
-        if not self.has_change_permission(request, run):
-            raise PermissionDenied
-        form = GenerateIntoStudyForm(request.POST or None, initial={"new_condition": run.condition_label})
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                job = explanations_generate_enqueue(
-                    run=run,
-                    study=data["study"],
-                    condition_label=data["condition_label"],
-                    split=data["split"],
-                    limit=data["limit"],
-                    user=request.user,
-                )
-            except (QueueUnavailable, ValueError) as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            else:
-                self.message_user(request, jobs_started_message([job]), messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:distillation_studentrun_change", args=[run.pk]))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Generate explanations of {run} into a study",
-            "opts": self.model._meta,
-            "original": run,
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/distillation/studentrun/generate.html", context)
+        return self.start_from_form(
+            request,
+            run_id,
+            form_for=lambda run, data: GenerateIntoStudyForm(data, initial={"new_condition": run.condition_label}),
+            start=lambda run, cleaned: explanations_generate_enqueue(
+                run=run,
+                study=cleaned["study"],
+                condition_label=cleaned["condition_label"],
+                split=cleaned["split"],
+                limit=cleaned["limit"],
+                user=request.user,
+            ),
+            title="Generate explanations of {run} into a study",
+            template="admin/distillation/studentrun/generate.html",
+        )
 
     @admin.display(description="studies that show it")
     def shown_in(self, run: StudentRun) -> str:

@@ -160,17 +160,16 @@ class StudentRunAdmin(admin.ModelAdmin):
     def train_view(self, request, run_id: int):
         return self.start_from_page(request, run_id, lambda run: student_training_enqueue(run=run, user=request.user))
 
-    def train_longer_view(self, request, run_id: int):
-        """GET: the step count to train on to; POST: start the job and go back to the run page."""
+    def start_from_form(self, request, run_id: int, *, form_for, start, title: str, template: str):
+        """GET: an intermediate form for the run; a valid POST starts one job with ``start(run, cleaned_data)``,
+        says so with a link and goes back to the run page; a refused start is said on the form."""
         run = get_object_or_404(StudentRun, pk=run_id)
         if not self.has_change_permission(request, run):
             raise PermissionDenied
-        form = TrainLongerForm(request.POST or None, trained_steps=trained_steps(run))
+        form = form_for(run, request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                job = student_run_train_longer_enqueue(
-                    run=run, max_steps=form.cleaned_data["max_steps"], user=request.user
-                )
+                job = start(run, form.cleaned_data)
             except (QueueUnavailable, ValueError) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
@@ -178,12 +177,24 @@ class StudentRunAdmin(admin.ModelAdmin):
                 return HttpResponseRedirect(reverse("admin:distillation_studentrun_change", args=[run.pk]))
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Train {run} longer",
+            "title": title.format(run=run),
             "opts": self.model._meta,
             "original": run,
             "form": form,
         }
-        return TemplateResponse(request, "admin/distillation/studentrun/train_longer.html", context)
+        return TemplateResponse(request, template, context)
+
+    def train_longer_view(self, request, run_id: int):
+        return self.start_from_form(
+            request,
+            run_id,
+            form_for=lambda run, data: TrainLongerForm(data, trained_steps=trained_steps(run)),
+            start=lambda run, cleaned: student_run_train_longer_enqueue(
+                run=run, max_steps=cleaned["max_steps"], user=request.user
+            ),
+            title="Train {run} longer",
+            template="admin/distillation/studentrun/train_longer.html",
+        )
 
     def evaluate_view(self, request, run_id: int):
         return self.start_from_page(request, run_id, lambda run: student_evaluation_enqueue(run=run, user=request.user))
