@@ -40,7 +40,54 @@ STUDY_SETUP_CACHE_S = 60
 
 
 def study_for_slug(slug: str) -> Study | None:
-    return Study.objects.filter(slug=slug).first()
+    """The study with this slug, read fresh (its status and settings are never cached).
+
+    Every entry link reads it, so its SQL is written once per process (see `prepared_reads`): what
+    `Study.objects.filter(slug=slug).first()` sends, less the ORDER BY (slugs are unique).
+    """
+    using = router.db_for_read(Study)
+    sql, columns = _study_for_slug_statement(using)
+    row = prepared_reads.first_row(sql, [slug], using=using)
+    return None if row is None else columns.instance(row, using=using)
+
+
+@functools.cache
+def _study_for_slug_statement(using: str) -> tuple[str, prepared_reads.ModelColumns]:
+    quote = connections[using].ops.quote_name
+    columns = prepared_reads.ModelColumns.of(Study, "s", using=using)
+    sql = (
+        f"SELECT {columns.sql} FROM {quote(Study._meta.db_table)} s"
+        f" WHERE s.{quote(Study._meta.get_field('slug').column)} = %s LIMIT 1"
+    )
+    return sql, columns
+
+
+def annotator_by_identity(study: Study, source: str, external_id: str) -> Annotator | None:
+    """The study's annotator with this platform identity (unique: `annotator_unique_identity`), with `study`
+    as their study; every entry link reads it, so its SQL is written once per process: what
+    `Annotator.objects.filter(study=study, source=source, external_id=external_id).first()` sends, less the
+    ORDER BY."""
+    using = router.db_for_read(Annotator)
+    sql, columns = _annotator_by_identity_statement(using)
+    row = prepared_reads.first_row(sql, [study.pk, source, external_id], using=using)
+    if row is None:
+        return None
+    annotator = columns.instance(row, using=using)
+    Annotator.study.field.set_cached_value(annotator, study)
+    return annotator
+
+
+@functools.cache
+def _annotator_by_identity_statement(using: str) -> tuple[str, prepared_reads.ModelColumns]:
+    quote = connections[using].ops.quote_name
+    columns = prepared_reads.ModelColumns.of(Annotator, "a", using=using)
+    column = Annotator._meta.get_field
+    sql = (
+        f"SELECT {columns.sql} FROM {quote(Annotator._meta.db_table)} a"
+        f" WHERE a.{quote(column('study').column)} = %s AND a.{quote(column('source').column)} = %s"
+        f" AND a.{quote(column('external_id').column)} = %s LIMIT 1"
+    )
+    return sql, columns
 
 
 def annotator_by_public_id(study: Study, public_id: str) -> Annotator | None:

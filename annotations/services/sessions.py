@@ -14,8 +14,7 @@ from typing import Any
 
 from django.core.cache import caches
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Q, Window
-from django.db.models.functions import Mod, RowNumber
+from django.db.models import F, Q
 from django.utils import timezone
 
 from annotations import prepared_reads, selectors
@@ -110,7 +109,7 @@ def annotator_enter(
     external_id = external_id.strip()
     if not external_id or len(external_id) > 128:
         raise SessionError("missing or malformed participant id")
-    existing = Annotator.objects.filter(study=study, source=source, external_id=external_id).first()
+    existing = selectors.annotator_by_identity(study, source, external_id)
     if existing is not None:
         return existing
     if study.status != Study.Status.OPEN:
@@ -242,16 +241,32 @@ class _Held:
 
 
 def _held(annotator: Annotator) -> _Held:
-    rows = list(
-        annotator.assignments.exclude(status=Assignment.Status.RELEASED).values_list(
-            "status", "kind", "position", "explanation__item_id"
-        )
-    )
+    using = router.db_for_read(Assignment)
+    with connections[using].cursor() as cursor:
+        cursor.execute(_held_statement(using), [annotator.pk, Assignment.Status.RELEASED])
+        rows = cursor.fetchall()
     return _Held(
         seen_items={item for *_, item in rows if item is not None},
         rating_screens=sum(1 for _, kind, *_ in rows if kind != Assignment.Kind.ATTENTION),
         last_position=max((position for _, _, position, _ in rows), default=0),
         unfinished=any(status == Assignment.Status.ASSIGNED for status, *_ in rows),
+    )
+
+
+@functools.cache
+def _held_statement(using: str) -> str:
+    """What `annotator.assignments.exclude(status=RELEASED).values_list("status", "kind", "position",
+    "explanation__item_id")` sends, written once per process, less the ORDER BY of the models' default
+    ordering (which joined annotator and study only to sort rows that are read as a set)."""
+    quote = connections[using].ops.quote_name
+    column = Assignment._meta.get_field
+    return (
+        f"SELECT a.{quote(column('status').column)}, a.{quote(column('kind').column)},"
+        f" a.{quote(column('position').column)}, e.{quote(Explanation._meta.get_field('item').column)}"
+        f" FROM {quote(Assignment._meta.db_table)} a"
+        f" LEFT OUTER JOIN {quote(Explanation._meta.db_table)} e"
+        f" ON a.{quote(column('explanation').column)} = e.{quote(Explanation._meta.pk.column)}"
+        f" WHERE a.{quote(column('annotator').column)} = %s AND NOT (a.{quote(column('status').column)} = %s)"
     )
 
 
@@ -294,16 +309,69 @@ def _allocate_once(annotator: Annotator, *, wait_for_locks: bool) -> list[Assign
         if not plan.screens:
             return []
         created = [_assignment_from_screen(annotator, held.last_position, screen) for screen in plan.screens]
-        Assignment.objects.bulk_create(created)
+        _insert_assignments(created)
         reserved = plan.explanation_ids
         # The rows are locked (PostgreSQL) or the database is (SQLite, IMMEDIATE transactions), so this
         # always matches; the condition makes an overshoot impossible even if it did not.
-        updated = Explanation.objects.filter(pk__in=reserved, reserved__lt=study.ratings_per_explanation).update(
-            reserved=F("reserved") + 1
-        )
+        updated = _reserve_explanations(reserved, target=study.ratings_per_explanation)
         if updated != len(reserved):
             raise _Busy()
         return created
+
+
+def _reserve_explanations(explanation_ids: list[int], *, target: int) -> int:
+    """Add one to `reserved` of each explanation still under `target`; how many rows changed. What
+    `Explanation.objects.filter(pk__in=ids, reserved__lt=target).update(reserved=F("reserved") + 1)` sends,
+    from SQL written once per process."""
+    if not explanation_ids:
+        return 0
+    using = router.db_for_write(Explanation)
+    quote = connections[using].ops.quote_name
+    reserved = quote(Explanation._meta.get_field("reserved").column)
+    sql = (
+        f"UPDATE {quote(Explanation._meta.db_table)} SET {reserved} = ({reserved} + %s)"
+        f" WHERE {quote(Explanation._meta.pk.column)} IN ({_placeholders(len(explanation_ids))}) AND {reserved} < %s"
+    )
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, [1, *explanation_ids, target])
+        return cursor.rowcount
+
+
+def _insert_assignments(assignments: list[Assignment]) -> None:
+    """What `Assignment.objects.bulk_create(assignments)` sends, from SQL written once per process (compiling
+    the bulk insert was the largest CPU cost of allocation): one INSERT of every concrete field but the
+    primary key, each value prepared as the ORM prepares it (`pre_save` sets `assigned_at`), RETURNING the
+    primary keys in the order given, which are set on the instances as bulk_create sets them."""
+    using = router.db_for_write(Assignment)
+    connection = connections[using]
+    insert, row_placeholders, returning, fields = _insert_assignments_statement(using)
+    params = [
+        field.get_db_prep_save(field.pre_save(assignment, add=True), connection=connection)
+        for assignment in assignments
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"{insert} {', '.join([row_placeholders] * len(assignments))} {returning}", params)
+        returned = cursor.fetchall()
+    for assignment, (pk,) in zip(assignments, returned, strict=True):
+        assignment.pk = pk
+        assignment._state.adding = False
+        assignment._state.db = using
+
+
+@functools.cache
+def _insert_assignments_statement(using: str) -> tuple[str, str, str, tuple]:
+    connection = connections[using]
+    if not connection.features.can_return_rows_from_bulk_insert:
+        raise NotImplementedError("allocation needs a database that returns the ids of a bulk insert")
+    quote = connection.ops.quote_name
+    fields = tuple(f for f in Assignment._meta.concrete_fields if f is not Assignment._meta.pk)
+    return (
+        f"INSERT INTO {quote(Assignment._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) VALUES",
+        f"({', '.join(['%s'] * len(fields))})",
+        f"RETURNING {quote(Assignment._meta.pk.column)}",
+        fields,
+    )
 
 
 def _plan(
@@ -357,34 +425,91 @@ def _open_candidates(
     """
     target = study.ratings_per_explanation
     label_of = {c.pk: c.label for c in conditions}
+    if not label_of:
+        return [], False, True
     multiplier, offset = seed % (_PRIME - 1) + 1, (seed >> 31) % _PRIME
-    open_rows = Explanation.objects.filter(condition_id__in=label_of, is_current=True, reserved__lt=target).exclude(
-        item_id__in=seen_items
-    )
-    ranked = list(
-        open_rows.annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("condition_id")],
-                order_by=[F("reserved").asc(), Mod(F("item_id") * multiplier + offset, _PRIME).asc(), F("id").asc()],
-            )
+    using = router.db_for_write(Explanation)
+    connection = connections[using]
+    statements = _open_candidates_statements(using)
+    # The open rows: current explanations of these conditions under target, on items not seen yet.
+    open_where, open_params = statements.open_rows, [*label_of, target]
+    open_where = open_where.replace("{conditions}", _placeholders(len(label_of)))
+    if seen_items:
+        open_where += statements.not_seen.replace("{items}", _placeholders(len(seen_items)))
+        open_params += list(seen_items)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            statements.ranked.replace("{open_rows}", open_where), [multiplier, offset, _PRIME, *open_params, limit]
         )
-        .filter(rank__lte=limit)
-        .values_list("pk", "item_id", "condition_id")
-    )
+        ranked = cursor.fetchall()
     per_condition = Counter(condition_id for *_, condition_id in ranked)
     exhausted = all(n < limit for n in per_condition.values())
+    if not ranked:  # as the ORM answers an empty IN list: no rows, and no query
+        return [], False, exhausted
     if study.mode == Study.Mode.SINGLE:
-        wanted_rows = open_rows.filter(pk__in=[pk for pk, *_ in ranked])
+        wanted_column, wanted = statements.pk_column, [pk for pk, *_ in ranked]
     else:
         # A pair needs both of its explanations on one item: take every open explanation of those items.
-        wanted_rows = open_rows.filter(item_id__in={item for _, item, _ in ranked})
-    locking = wanted_rows.select_for_update(skip_locked=not wait_for_locks).order_by("pk")
-    rows = list(locking.values_list("pk", "item_id", "condition_id", "reserved"))
+        wanted_column, wanted = statements.item_column, list({item for _, item, _ in ranked})
+    locking = statements.locking.replace("{open_rows}", open_where)
+    locking = locking.replace("{wanted}", f"{wanted_column} IN ({_placeholders(len(wanted))})")
+    if connection.features.has_select_for_update:  # SQLite locks the whole database instead
+        locking += " FOR UPDATE" if wait_for_locks else " FOR UPDATE SKIP LOCKED"
+    with connection.cursor() as cursor:
+        cursor.execute(locking, [*open_params, *wanted])
+        rows = cursor.fetchall()
     # Waiting for the locks, a row that is missing reached its target meanwhile: it is full, not skipped.
     skipped = not wait_for_locks and not {pk for pk, *_ in ranked} <= {pk for pk, *_ in rows}
     candidates = [Candidate(pk, item, label_of[cond], reserved, target) for pk, item, cond, reserved in rows]
     return candidates, skipped, exhausted
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+@dataclass(frozen=True)
+class _OpenCandidatesStatements:
+    open_rows: str  # WHERE clause; {conditions} is filled with one placeholder per condition
+    not_seen: str  # appended to it when the annotator has seen items; {items} likewise
+    ranked: str  # {open_rows} is the WHERE clause
+    locking: str  # {open_rows} as above, {wanted} the IN list of the rows to lock
+    pk_column: str
+    item_column: str
+
+
+@functools.cache
+def _open_candidates_statements(using: str) -> _OpenCandidatesStatements:
+    """The two statements of `_open_candidates`, written once per process: what the ORM sends for
+    `filter(condition_id__in=..., is_current=True, reserved__lt=target).exclude(item_id__in=seen)` ranked with
+    `Window(RowNumber(), partition_by=condition, order_by=[reserved, MOD(item_id * m + o, prime), id])` and
+    `rank <= limit`, then the same rows `select_for_update(skip_locked=...).order_by("pk")`; less the ORDER BY
+    of the model's default ordering on the ranked rows, which are read as a set (the ranks do not depend on
+    it). Compiling the window query was the largest CPU cost of a first screen."""
+    quote = connections[using].ops.quote_name
+    column = Explanation._meta.get_field
+
+    def col(name: str) -> str:
+        return f"e.{quote(column(name).column)}"
+
+    pk, item, condition, reserved = col("id"), col("item"), col("condition"), col("reserved")
+    table = quote(Explanation._meta.db_table)
+    return _OpenCandidatesStatements(
+        open_rows=f"{condition} IN ({{conditions}}) AND {col('is_current')} AND {reserved} < %s",
+        not_seen=f" AND NOT ({item} IN ({{items}}))",
+        ranked=(
+            f"SELECT pk, item_id, condition_id FROM (SELECT {pk} AS pk, {item} AS item_id,"
+            f" {condition} AS condition_id, ROW_NUMBER() OVER (PARTITION BY {condition}"
+            f" ORDER BY {reserved} ASC, MOD((({item} * %s) + %s), %s) ASC, {pk} ASC) AS candidate_rank"
+            f" FROM {table} e WHERE {{open_rows}}) ranked WHERE candidate_rank <= %s"
+        ),
+        locking=(
+            f"SELECT {pk}, {item}, {condition}, {reserved} FROM {table} e"
+            f" WHERE {{open_rows}} AND {{wanted}} ORDER BY {pk} ASC"
+        ),
+        pk_column=pk,
+        item_column=item,
+    )
 
 
 def _assignment_from_screen(annotator: Annotator, start: int, screen) -> Assignment:
