@@ -92,21 +92,12 @@ def tokenizer_texts(documents: Sequence[CorpusDocument]) -> list[str]:
 
 def build_model(tokenizer: Any, size: DemoStudentSize, seed: int) -> Any:
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=size.d_model,
-        d_kv=size.d_model // size.n_heads,
-        d_ff=size.d_ff,
-        num_layers=size.n_layers,
-        num_decoder_layers=size.n_layers,
-        num_heads=size.n_heads,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
+    from distillation.ml.tiny import small_t5_config
+
+    config = small_t5_config(
+        tokenizer, d_model=size.d_model, n_heads=size.n_heads, d_ff=size.d_ff, n_layers=size.n_layers, dropout_rate=0.0
     )
     # T5 v1.0's layout: the output head is the input embedding, applied to decoder states scaled by
     # d_model ** -0.5 (transformers ties the weights whatever the config says; untying via the config only

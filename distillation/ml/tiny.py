@@ -26,24 +26,39 @@ def build_byte_tokenizer() -> Any:
     return tokenizer
 
 
-def build_tiny_seq2seq(seed: int = 0, size: TinySize = TinySize()) -> tuple[Any, Any]:
-    """A tiny T5 v1.1-style student (gated-GELU, untied and unscaled output head) and its tokenizer."""
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+def small_t5_config(tokenizer: Any, *, d_model: int, n_heads: int, d_ff: int, n_layers: int, **extra: Any) -> Any:
+    """A T5 v1.1-shaped config (gated GELU, as many decoder as encoder layers) for a tokenizer built here,
+    with its pad token starting the decoder; ``extra`` sets anything else."""
+    from transformers import T5Config
 
-    tokenizer = build_byte_tokenizer()
-    config = T5Config(
+    return T5Config(
         vocab_size=len(tokenizer),
-        d_model=size.d_model,
-        d_kv=size.d_model // size.n_heads,
-        d_ff=size.d_ff,
-        num_layers=size.n_layers,
-        num_decoder_layers=size.n_layers,
-        num_heads=size.n_heads,
+        d_model=d_model,
+        d_kv=d_model // n_heads,
+        d_ff=d_ff,
+        num_layers=n_layers,
+        num_decoder_layers=n_layers,
+        num_heads=n_heads,
         feed_forward_proj="gated-gelu",
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def build_tiny_seq2seq(seed: int = 0, size: TinySize = TinySize()) -> tuple[Any, Any]:
+    """A tiny T5 v1.1-style student (gated-GELU, untied and unscaled output head) and its tokenizer."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    tokenizer = build_byte_tokenizer()
+    config = small_t5_config(
+        tokenizer,
+        d_model=size.d_model,
+        n_heads=size.n_heads,
+        d_ff=size.d_ff,
+        n_layers=size.n_layers,
         # Transformers 5 reads False here as "T5 v1.1: do not scale the decoder output" and then forces tying on,
         # because its encoder and decoder embeddings share `shared` through tying; the head is untied below.
         tie_word_embeddings=False,
