@@ -291,7 +291,9 @@ def length_chunks(indices: np.ndarray, data: TokenizedTasks, max_chunks: int) ->
 
 
 def _real_tokens(indices: np.ndarray, data: TokenizedTasks) -> int:
-    return int(data.sequence_lengths()[indices].sum())
+    if data.is_encoder_decoder:
+        return int(data.inputs.lengths[indices].sum() + data.targets.lengths[indices].sum())
+    return int(data.inputs.lengths[indices].sum())
 
 
 def _padded_tokens(indices: np.ndarray, data: TokenizedTasks) -> int:
@@ -584,7 +586,7 @@ class TrainingRun:
         sequences = self.step_sequences(step)
         kind_tokens = torch.from_numpy(kind_token_counts(self.train_data, sequences))
         micro_batches = split_step(sequences, self.train_data.sequence_lengths(), self.parts)
-        mine = micro_batches[rank::world][: self.config.grad_accum_steps]
+        mine = micro_batches[rank::world]  # this process's share: one micro-batch per accumulation step
         passes = [chunk for micro in mine for chunk in length_chunks(micro, self.train_data, self.config.max_chunks)]
         step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         n_tokens = 0
