@@ -10,6 +10,7 @@ from typing import TextIO
 # Libraries whose INFO lines (accelerate's checkpoint notes, hub and HTTP chatter) drown a command's own
 # output; settings.LOGGING keeps them at WARNING and `-v 2` shows them again.
 LIBRARY_LOGGERS = (
+    "absl",  # rouge-score says "Using default tokenizer." through it for every explanation it scores
     "accelerate",
     "datasets",
     "filelock",
