@@ -109,6 +109,7 @@ def quality_after(teacher_dir: Path, seconds: float) -> None:
     import numpy as np
     import torch
 
+    from distillation.ml.inference import _pad
     from distillation.ml.subword import train_subword_tokenizer
     from distillation.ml.tasks import TaskKind, task_input
     from distillation.ml.text import first_line
@@ -117,7 +118,8 @@ def quality_after(teacher_dir: Path, seconds: float) -> None:
     train = load_teacher_examples(teacher_dir / "cqa-llama2-13b-train.jsonl.gz")
     dev = load_teacher_examples(teacher_dir / "cqa-llama2-13b-validation.jsonl.gz", limit=QUALITY_DEV_QUESTIONS)
     tokenizer = train_subword_tokenizer(
-        tokenizer_texts([CorpusDocument(e.question, e.choices, e.rationale) for e in train]), vocab_size=2000
+        tokenizer_texts([CorpusDocument(e.question, e.choices, e.rationale) for e in train]),
+        vocab_size=DemoStudentSize().vocab_size,
     )
     model = build_model(tokenizer, DemoStudentSize(), 0)
     sources = [task_input(TaskKind.EXPLAIN, e.question, e.choices) for e in train]
@@ -134,13 +136,13 @@ def quality_after(teacher_dir: Path, seconds: float) -> None:
             order, position = rng.permutation(len(inputs)), 0
         picked = order[position : position + QUALITY_BATCH]
         position += QUALITY_BATCH
-        input_ids = _padded([inputs[i] for i in picked], tokenizer.pad_token_id)
+        input_ids, attention_mask = _pad([inputs[i] for i in picked], tokenizer.pad_token_id, left=False)
         for group in optimizer.param_groups:
             group["lr"] = 3e-3 * min(1.0, (step + 1) / 30)
         loss = model(
             input_ids=input_ids,
-            attention_mask=(input_ids != tokenizer.pad_token_id).long(),
-            labels=_padded([labels[i] for i in picked], -100),
+            attention_mask=attention_mask,
+            labels=_pad([labels[i] for i in picked], -100, left=False)[0],
         ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -175,13 +177,6 @@ def quality_after(teacher_dir: Path, seconds: float) -> None:
     for name, value in quality.as_dict().items():
         if value is not None:
             print(f"  {name:<12} {value:.2f}" if isinstance(value, float) else f"  {name:<12} {value}")
-
-
-def _padded(rows, pad_id: int):
-    import torch
-
-    width = max(len(row) for row in rows)
-    return torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
 
 
 if __name__ == "__main__":
