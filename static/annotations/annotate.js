@@ -66,4 +66,5 @@
   const firstOpen = rows.find(function (row) { return !row.querySelector("input:checked"); });
   // Without scrolling: a screen opens on its question, even when a long explanation pushes the rows down.
   if (firstOpen) focusRow(rows.indexOf(firstOpen), { preventScroll: true });
+  form.dataset.ready = "true";  // the keys work from here on (tests wait for it instead of racing the script)
 })();

@@ -123,6 +123,12 @@ def start_rating(page: Page) -> None:
     consent(page)
     open_demographics(page)
     answer_demographics(page)
+    wait_for_screen_script(page)
+
+
+def wait_for_screen_script(page: Page) -> None:
+    """A rating screen's keys work once its script has run (it marks the form); a key pressed before goes nowhere."""
+    page.wait_for_function("() => { const f = document.getElementById('screen-form'); return !f || f.dataset.ready; }")
 
 
 def screen_id(page: Page) -> int:
@@ -168,6 +174,7 @@ def answer_attention_check(page: Page) -> int:
 def next_screen(page: Page) -> None:
     with page.expect_navigation():
         page.get_by_role("button", name="Next").click()
+    wait_for_screen_script(page)
 
 
 # --- what every page must offer -------------------------------------------------------------------------------------
@@ -340,7 +347,6 @@ def test_enter_on_an_unfinished_screen_stays_and_points_at_the_missing_row(live_
     page.goto(invite_url(live_server, study, "ann-unfinished"))
     start_rating(page)
     screen = screen_id(page)
-    # The screen's script focuses the first row once it has run; a digit typed before that goes nowhere.
     expect(rating_rows(page)[0].locator("input").first).to_be_focused()
     page.keyboard.press("3")
     page.keyboard.press("Enter")

@@ -47,8 +47,6 @@ def test_a_screen_with_a_long_explanation_opens_on_its_question_and_wraps(
     page.set_viewport_size(viewport)
     page.goto(invite_url(live_server, study, f"ann-long-{mode}"))
     start_rating(page)
-    # The screen's script focuses the first row once it has run; measuring before that raced it under load.
-    page.wait_for_function('document.activeElement && document.activeElement.closest("[data-row]") !== null')
     layout = page.evaluate(LAYOUT)
     screenshot(page, f"long-{mode}-{viewport['width']}")
     assert layout["focused"], "the first rating row has the focus, for the keys"
