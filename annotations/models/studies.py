@@ -155,6 +155,18 @@ class Item(models.Model):
         return f"{self.study.slug}:{self.source_id}"
 
 
+# The order in which allocation reaches a study's items when their explanations are equally reserved: a
+# multiplicative hash of the item's id (Lehmer's), so items imported together are not rated together, and the
+# same order for every condition, so that pair mode finds both explanations of an item side by side.
+ITEM_ORDER_MULTIPLIER = 48_271
+ITEM_ORDER_MODULUS = 2_147_483_647
+
+
+def item_order(item):
+    """The item-order expression over an item id column; the index and allocation's SQL must spell it alike."""
+    return (item * ITEM_ORDER_MULTIPLIER) % ITEM_ORDER_MODULUS
+
+
 class Explanation(models.Model):
     class Source(models.TextChoices):
         STUDENT_RUN = "student_run", "student run"
@@ -187,8 +199,15 @@ class Explanation(models.Model):
     class Meta:
         ordering = ["item_id", "condition_id", "-version"]
         indexes = [
-            # Allocation's bounded question: the least-reserved current explanations of one condition.
-            models.Index(fields=["condition", "is_current", "reserved"], name="explanation_least_reserved"),
+            # Allocation's bounded question: one condition's current explanations, least reserved first, ties in
+            # the study's item order; an index range read, so a large study costs what a small one does.
+            models.Index(
+                models.F("condition"),
+                models.F("reserved"),
+                item_order(models.F("item")),
+                condition=models.Q(is_current=True),
+                name="explanation_open_order",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["item", "condition", "version"], name="explanation_unique_version"),
