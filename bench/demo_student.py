@@ -144,9 +144,13 @@ class MiniLmWarmStart:
         pretrained = BertModel.from_pretrained(self.folder)
         settings = pretrained.config.to_dict() | {"vocab_size": len(kept)}
         encoder_settings = settings | {"num_hidden_layers": self.encoder_layers}
-        decoder_settings = settings | {"num_hidden_layers": self.decoder_layers, "is_decoder": True}
+        decoder_settings = settings | {
+            "num_hidden_layers": self.decoder_layers,
+            "is_decoder": True,
+            "add_cross_attention": True,
+        }
         encoder = BertModel(BertConfig(**encoder_settings), add_pooling_layer=False)
-        decoder = BertLMHeadModel(BertConfig(**decoder_settings, add_cross_attention=True))
+        decoder = BertLMHeadModel(BertConfig(**decoder_settings))
         state = pretrained.state_dict()
         embeddings = {k.removeprefix("embeddings."): v for k, v in state.items() if k.startswith("embeddings.")}
         embeddings["word_embeddings.weight"] = embeddings["word_embeddings.weight"][torch.tensor(kept)]
