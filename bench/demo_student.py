@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--encoder-layers", type=int, default=3, help="MiniLM layers kept as the encoder")
     parser.add_argument("--decoder-layers", type=int, default=2, help="decoder layers, from MiniLM's last ones")
     parser.add_argument("--report-every", type=int, default=0, help="also measure quality every N steps")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 from scratch, 5e-4 warm)")
     args = parser.parse_args()
     import torch
 
@@ -77,6 +78,8 @@ def main() -> None:
             candidate = MiniLmWarmStart(Path(args.minilm), args.encoder_layers, args.decoder_layers)
         else:
             candidate = DemoSizeFromScratch()
+        if args.lr:
+            candidate.learning_rate = args.lr
         quality_after(teacher_dir, args.quality_seconds, candidate, report_every=args.report_every)
         return
     examples = load_teacher_examples(Path(args.data_dir) / "teacher" / "cqa-llama2-13b-train.jsonl.gz", limit=2000)
