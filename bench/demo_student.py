@@ -9,8 +9,8 @@ teacher's rationale) for S seconds and prints the text-quality measures of its g
 questions: what a student trained from scratch for the demo's budget writes. With ``--minilm DIR`` as well it
 trains the warm start instead: MiniLM's first ``--encoder-layers`` layers as the encoder, a decoder of
 ``--decoder-layers`` initialised from its last layers (cross-attention new), both with MiniLM's word pieces cut
-down to those the training corpus uses (about 14,000 of 30,522, so the output layer costs half as much), and
-prints the measures every ``--report-every`` steps as well.
+down to those the training corpus uses and every single character (it prints how many it keeps: a smaller
+output layer), and prints the measures every ``--report-every`` steps as well.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def main() -> None:
     if args.quality_seconds:
         teacher_dir = Path(args.data_dir) / "teacher"
         if args.minilm:
+            if not (Path(args.minilm) / "tokenizer.json").is_file():
+                parser.error(f"--minilm {args.minilm}: no tokenizer.json there (give the package's model/ folder)")
             candidate = MiniLmWarmStart(Path(args.minilm), args.encoder_layers, args.decoder_layers)
         else:
             candidate = DemoSizeFromScratch()
@@ -145,6 +147,7 @@ class MiniLmWarmStart:
 
         tokenizer, kept = self._pruned_tokenizer(tokenizer_texts(corpus))
         pretrained = BertModel.from_pretrained(self.folder)
+        print(f"word pieces kept: {len(kept):,} of {pretrained.config.vocab_size:,}")
         settings = pretrained.config.to_dict() | {"vocab_size": len(kept)}
         encoder_settings = settings | {"num_hidden_layers": self.encoder_layers}
         decoder_settings = settings | {
