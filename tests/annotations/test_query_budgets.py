@@ -159,3 +159,19 @@ def test_screen_get_post_and_answer_budgets_whatever_the_number_of_constructs(cl
     response, sql = statements(lambda: client.get(url))  # the next screen, shown for the first time
     assert response.status_code == 200 and f'value="{current(annotator).pk}"'.encode() in response.content
     within(SCREEN_GET_BUDGET, sql, "screen GET (the next screen)")
+
+
+def test_allocation_reads_a_condition_through_the_open_order_index(tmp_path):
+    # The band's ORDER BY must spell the index's expression exactly, or the database sorts every open row again.
+    from annotations.services.sessions import _open_candidates_statements
+
+    study = build_study_of(5000, tmp_path, "indexed")
+    condition = study.conditions.first()
+    band = _open_candidates_statements(connection.alias).band.replace("{not_seen}", "").replace("{n}", "0")
+    explain, sorting = ("EXPLAIN QUERY PLAN", "TEMP B-TREE") if connection.vendor == "sqlite" else ("EXPLAIN", "Sort")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE annotations_explanation")
+        cursor.execute(f"{explain} {band}", [condition.pk, study.ratings_per_explanation, 64])
+        plan = "\n".join(str(row[-1]) if connection.vendor == "sqlite" else row[0] for row in cursor.fetchall())
+    assert "explanation_open_order" in plan, plan
+    assert sorting not in plan, plan
