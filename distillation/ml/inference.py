@@ -20,6 +20,7 @@ import numpy as np
 from distillation.ml.answers import ParseStatus, exact_match, normalise, parse_answer, rationale_text_of
 from distillation.ml.collate import encode_prompts
 from distillation.ml.tasks import Method, TaskKind, task_input
+from distillation.ml.text import readable_output
 
 ProgressCallback = Callable[[int, int, str, dict[str, float]], None]
 
@@ -95,7 +96,8 @@ def generate_texts(
         batch_size=batch_size,
         progress=progress,
     )
-    return [text.strip() for text in student.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    decoded = student.tokenizer.batch_decode(generated, skip_special_tokens=True)
+    return [readable_output(text.strip()) for text in decoded]
 
 
 def generate_token_ids(

@@ -1,4 +1,4 @@
-"""Pre-train the demo student's base model (subword tokenizer + small T5) once, and print its path."""
+"""Pre-train the demo student's base model (the MiniLM-L6 warm start) once, and print its path."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--teacher", help="Teacher name whose training-split outputs to read (default: newest).")
         parser.add_argument("--limit", type=int, help="Only the first N training questions.")
-        parser.add_argument("--steps", type=int, help="Pre-training steps (default 1000).")
+        parser.add_argument("--steps", type=int, help="Pre-training steps (default 300).")
         parser.add_argument("--quiet", action="store_true")
 
     def handle(self, *args, **options):

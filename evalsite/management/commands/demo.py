@@ -31,11 +31,10 @@ PAPER_CONDITIONS = [("cf", "unrevised"), ("mt", "unrevised"), ("mtcf", "unrevise
 DEFAULT_STUDENT = "tiny"
 DEMO_STUDENT = "demo"
 STUDENT_DEFAULTS = {
-    DEMO_STUDENT: {"steps": 200, "lr": 1e-3, "train_limit": 2000},
-    "other": {"steps": 30, "lr": 1e-3, "train_limit": 256},
+    DEMO_STUDENT: {"steps": 60, "lr": 5e-4, "train_limit": 2000, "max_tokens": 64},
+    "other": {"steps": 30, "lr": 1e-3, "train_limit": 256, "max_tokens": 128},
 }
 DEMO_BATCH_SIZE = 4  # questions per step
-DEMO_MAX_TOKENS = 128
 T5_LARGE_FILES = {
     "T5-large MT+CF:Unrevised": "t5-large-mtcf-unrevised-validation.csv",
     "T5-large MT+CF:Revised": "t5-large-mtcf-revised-validation.csv",
@@ -54,16 +53,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--student",
             default=DEFAULT_STUDENT,
-            help="tiny (the default: the fast pipeline check), demo (a small T5 pre-trained here once; slower than "
-            "the demo's 15 minutes on 2 cores, see README), tiny-causal, or a path / hub id (e.g. t5-base).",
+            help="tiny (the default: the fast pipeline check), demo (MiniLM-L6 warm-starting a small encoder-decoder, "
+            "pre-trained here once; slower than the demo's 15 minutes on 2 cores, see README), tiny-causal, or a "
+            "path / hub id (e.g. t5-base).",
         )
-        parser.add_argument("--steps", type=int, help="Training steps per student (demo: 200, others: 30).")
-        parser.add_argument("--lr", type=float, help="Learning rate (demo: 1e-3; tiny students need a high one too).")
-        parser.add_argument("--base-steps", type=int, help="Pre-training steps of the demo student's base (1000).")
+        parser.add_argument("--steps", type=int, help="Training steps per student (demo: 60, others: 30).")
+        parser.add_argument("--lr", type=float, help="Learning rate (demo: 5e-4, others: 1e-3).")
+        parser.add_argument("--base-steps", type=int, help="Pre-training steps of the demo student's base (300).")
         parser.add_argument(
             "--batch-size", type=int, default=DEMO_BATCH_SIZE, help="Questions per step (each with all its tasks)."
         )
-        parser.add_argument("--max-tokens", type=int, default=DEMO_MAX_TOKENS)
+        parser.add_argument("--max-tokens", type=int, help="Input and target tokens (demo: 64, others: 128).")
         parser.add_argument("--train-limit", type=int, help="Training questions per student (demo: 2000, others: 256).")
         parser.add_argument("--eval-limit", type=int, default=60, help="Dev questions for accuracy.")
         parser.add_argument("--sample", type=int, default=24, help="Dev questions whose explanations are rated.")

@@ -18,7 +18,8 @@ from distillation.ml.demo_student import (
 )
 from distillation.ml.tasks import load_teacher_examples
 
-SMALL = DemoStudentSize(vocab_size=400, d_model=32, n_layers=1, n_heads=2, d_ff=64)
+SMALL = DemoStudentSize(encoder_layers=1, decoder_layers=1)
+MINILM_WORD_PIECES = 30522
 
 
 def documents(data_dir: Path, n_questions: int) -> list[CorpusDocument]:
@@ -36,14 +37,24 @@ def test_the_new_core_modules_import_without_torch_or_datasets():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
 
 
-def test_continuation_pairs_split_a_rationale_between_encoder_and_decoder():
+def test_pre_training_pairs_write_a_rationale_from_a_task_input_or_continue_one():
     import numpy as np
 
     document = CorpusDocument("Where is a cat?", ("box", "sky"), "Cats sit in boxes because boxes are warm.")
-    source, target = continuation_pair(document, np.random.default_rng(0))
-    assert source.startswith("[continue] Question: Where is a cat?\nChoices: (a) box (b) sky\nText:")
-    written = source.split("Text:")[1].split()
-    assert " ".join([*written, *target.split()]) == document.text
+    question = "Question: Where is a cat?\nChoices: (a) box (b) sky"
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(40):
+        source, target = continuation_pair(document, rng)
+        if source.startswith("[continue]"):
+            assert source.startswith(f"[continue] {question}\nText:")
+            written = source.split("Text:")[1].split()
+            assert " ".join([*written, *target.split()]) == document.text
+            seen.add("continue")
+        else:
+            assert source in (f"[explain] {question}", f"[factual] {question}") and target == document.text
+            seen.add(source.split()[0])
+    assert seen == {"continue", "[explain]", "[factual]"}
 
 
 def test_the_base_is_built_once_resumes_and_reloads_offline(data_dir, tmp_path, monkeypatch):
@@ -71,7 +82,8 @@ def test_the_base_is_built_once_resumes_and_reloads_offline(data_dir, tmp_path, 
     assert (directory / BASE_INFO_FILE).is_file() and (directory / "tokenizer.json").is_file()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     student = load_student(directory)
-    assert student.is_encoder_decoder and len(student.tokenizer) == SMALL.vocab_size
+    assert student.is_encoder_decoder and len(student.tokenizer) < MINILM_WORD_PIECES // 2, "pieces cut to the corpus's"
+    assert student.model.config.decoder.num_hidden_layers == SMALL.decoder_layers
     assert student.tokenizer("Where is a cat?")["input_ids"][-1] == student.tokenizer.eos_token_id
     assert student.model.generation_config.no_repeat_ngram_size == 3
     seen.clear()

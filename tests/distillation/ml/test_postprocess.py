@@ -64,3 +64,12 @@ def test_empty_outputs_are_flagged(raw: str):
 )
 def test_looks_truncated(text: str, truncated: bool):
     assert looks_truncated(text) is truncated
+
+
+def test_an_uncased_students_output_reads_as_written_text_and_cased_output_keeps_its_case():
+    from distillation.ml.text import readable_output
+
+    uncased = "this choice aligns with the child ' s well - known wish. i think so? yes"
+    assert readable_output(uncased) == "This choice aligns with the child's well-known wish. I think so? Yes"
+    cased = "The answer is iPhone. it stays"
+    assert readable_output(cased) == cased
