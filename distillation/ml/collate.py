@@ -151,7 +151,7 @@ class TaskCollator:
         if tokenized.is_encoder_decoder:
             labels, _ = tokenized.targets.padded(indices, IGNORE_INDEX)
             batch["labels"] = labels
-            batch["decoder_input_ids"] = self._shift_right(labels)
+            batch["decoder_input_ids"] = self.shift_right(labels)
         else:
             prompt_lengths = torch.from_numpy(tokenized.prompt_lengths[indices])
             in_prompt = torch.arange(input_ids.shape[1])[None, :] < prompt_lengths[:, None]
@@ -161,7 +161,7 @@ class TaskCollator:
         )
         return batch
 
-    def _shift_right(self, labels: Any) -> Any:
+    def shift_right(self, labels: Any) -> Any:
         """Teacher forcing: the decoder sees the start token, then the target shifted one to the right."""
         import torch
 

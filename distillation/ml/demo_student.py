@@ -331,19 +331,13 @@ def _batch(documents: Sequence[CorpusDocument], tokenizer: Any, training: BasePr
 
 
 def _loss(model: Any, batch: dict) -> Any:
-    """Token-mean cross-entropy under teacher forcing (the decoder reads the start token, then the labels)."""
-    import torch
+    """Token-mean cross-entropy under teacher forcing, through the training core's shift and loss."""
+    from distillation.ml.collate import TaskCollator
+    from distillation.ml.training import token_loss_sums
 
-    labels = batch["labels"]
-    start = torch.full((labels.shape[0], 1), model.config.decoder_start_token_id, dtype=labels.dtype)
-    shifted = torch.cat([start, labels[:, :-1]], dim=1)
-    decoder_input_ids = shifted.masked_fill(shifted == -100, model.config.pad_token_id)
-    logits = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids
-    ).logits
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
-    )
+    shift = TaskCollator(model.config.pad_token_id, model.config.decoder_start_token_id).shift_right
+    sums, counts = token_loss_sums(model, {**batch, "decoder_input_ids": shift(batch["labels"])}, True, "cpu")
+    return sums.sum() / counts.sum()
 
 
 def _partial_fingerprint(partial: Path) -> str:

@@ -197,7 +197,7 @@ def target_log_likelihoods(student: Any, prompt: str, targets: Sequence[str], ma
             logits = model(
                 input_ids=input_ids.to(device),
                 attention_mask=torch.ones_like(input_ids).to(device),
-                decoder_input_ids=collator._shift_right(labels).to(device),
+                decoder_input_ids=collator.shift_right(labels).to(device),
             ).logits
             gold = labels
         else:
