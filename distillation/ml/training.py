@@ -376,6 +376,18 @@ def resolve_precision(precision: str) -> str:
     return {"fp32": "no"}.get(precision, precision)
 
 
+def native_bf16() -> bool:
+    """Whether this machine multiplies bf16 in hardware (an Ampere-or-newer GPU, or a CPU with AMX or
+    AVX512-BF16); elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, check, lambda: False)()) for check in checks)
+
+
 def train_student(
     config: TrainingConfig,
     examples: Sequence[TeacherExample],

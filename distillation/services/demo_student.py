@@ -15,28 +15,52 @@ DEMO_BASES_DIR = "demo-students"
 
 
 def demo_corpus(*, teacher_run: TeacherRun, limit: int | None = None) -> list:
-    """The training split's questions with the teacher's unrevised and revised rationales, in a stable order."""
+    """The training split's questions (with their answers) and the teacher's unrevised and revised rationales, each
+    with the teacher's rationales for wrong choices, in a stable order."""
     from distillation.ml.demo_student import CorpusDocument
 
+    kinds = [TeacherOutputKind.RATIONALE, TeacherOutputKind.REVISION, TeacherOutputKind.COUNTERFACTUAL]
     outputs = (
-        TeacherOutput.objects.filter(
-            run=teacher_run, kind__in=[TeacherOutputKind.RATIONALE, TeacherOutputKind.REVISION], empty=False
-        )
+        TeacherOutput.objects.filter(run=teacher_run, kind__in=kinds, empty=False)
         .exclude(text="")
-        .order_by("question_id", "kind")
-        .values_list("question_id", "text")
+        .order_by("question_id", "kind", "choice_index")
+        .values_list("question_id", "kind", "choice_index", "text")
     )
     texts: dict[int, list[str]] = {}
-    for question_id, text in outputs.iterator(chunk_size=5000):
-        texts.setdefault(question_id, []).append(first_line(text))
+    counterfactuals: dict[int, list[tuple[int, str]]] = {}
+    for question_id, kind, choice, text in outputs.iterator(chunk_size=5000):
+        if kind == TeacherOutputKind.COUNTERFACTUAL:
+            if choice is not None and first_line(text).strip():
+                counterfactuals.setdefault(question_id, []).append((choice, first_line(text)))
+        else:
+            texts.setdefault(question_id, []).append(first_line(text))
     question_ids = sorted(texts)[:limit] if limit else sorted(texts)
     questions = Question.objects.in_bulk(question_ids)
     return [
-        CorpusDocument(questions[pk].question, tuple(questions[pk].choices), text)
+        CorpusDocument(
+            questions[pk].question,
+            tuple(questions[pk].choices),
+            text,
+            questions[pk].answer,
+            tuple(
+                (choice, rationale)
+                for choice, rationale in counterfactuals.get(pk, [])
+                if choice < len(questions[pk].choices) and questions[pk].choices[choice] != questions[pk].answer
+            ),
+        )
         for pk in question_ids
         for text in texts[pk]
         if text.strip()
     ]
+
+
+def _wrong_choice_rationales(question: Question, rationales: list[tuple[int, str]]) -> tuple[tuple[int, str], ...]:
+    """The rationales of choices that exist and differ from the answer (some questions list the answer twice)."""
+    from distillation.ml.answers import normalise
+
+    answer = normalise(question.answer)
+    choices = question.choices
+    return tuple((i, text) for i, text in rationales if i < len(choices) and normalise(choices[i]) != answer)
 
 
 def demo_base_build(
@@ -44,12 +68,14 @@ def demo_base_build(
 ) -> Path:
     """Build (or find) the base model for this corpus under ``var/demo-students/<fingerprint>``.
 
-    ``steps`` overrides the pre-training steps (``BasePretraining.steps``), e.g. for a quicker, weaker base.
+    ``steps`` overrides the pre-training steps (``BasePretraining.steps``), e.g. for a quicker, weaker base. It
+    trains under bf16 autocast where the CPU multiplies bf16 in hardware, else in fp32.
     """
     from distillation.ml.demo_student import BasePretraining, DemoStudentSize, base_fingerprint, build_base_student
+    from distillation.ml.training import native_bf16
 
     documents = demo_corpus(teacher_run=teacher_run, limit=limit)
-    size, training = DemoStudentSize(), BasePretraining()
+    size, training = DemoStudentSize(), BasePretraining(precision="bf16" if native_bf16() else "fp32")
     if steps:
         training = replace(training, steps=steps)
     directory = Path(settings.VAR_DIR) / DEMO_BASES_DIR / base_fingerprint(documents, size, training)

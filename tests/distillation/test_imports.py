@@ -174,3 +174,24 @@ def test_official_commonsenseqa_format_is_read(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(CommandError, match="not a folder"):
         run("import_cqa", "--path", str(tmp_path / "nowhere"))
+
+
+def test_the_demo_students_corpus_from_the_database_is_the_teacher_files_rows(imported_cqa, data_dir, tmp_path):
+    """What the demo's base model learns from: each imported rationale and revision with its question's answer and
+    the rationales for its wrong choices, exactly as the teacher file has them."""
+    from distillation.ml.demo_student import CorpusDocument
+    from distillation.ml.tasks import load_teacher_examples, wrong_choice_indices
+    from distillation.ml.text import first_line
+    from distillation.services.demo_student import demo_corpus
+
+    lines = head_lines(data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz", 6)
+    file = write_jsonl(tmp_path / "six.jsonl", lines)
+    run("import_teacher_outputs", "--path", str(file), "--teacher", "six")
+    expected = []
+    for unrevised, revised in zip(load_teacher_examples(file), load_teacher_examples(file, revised=True), strict=True):
+        wrong = tuple((i, first_line(unrevised.counterfactual_rationales[i])) for i in wrong_choice_indices(unrevised))
+        for e in (unrevised, revised):
+            expected.append(CorpusDocument(e.question, e.choices, first_line(e.rationale), e.answer, wrong))
+    corpus = demo_corpus(teacher_run=TeacherRun.objects.get(teacher__name="six"))
+    assert sorted(corpus, key=repr) == sorted(expected, key=repr)
+    assert all(document.counterfactuals for document in corpus), "each has the wrong choices' rationales"

@@ -15,10 +15,11 @@ from distillation.ml.demo_student import (
     CorpusDocument,
     DemoStudentSize,
     build_base_student,
-    continuation_pair,
     minilm_folder,
+    pretraining_pair,
 )
-from distillation.ml.tasks import load_teacher_examples
+from distillation.ml.tasks import load_teacher_examples, wrong_choice_indices
+from distillation.ml.text import first_line
 
 SMALL = DemoStudentSize(encoder_layers=1, decoder_layers=1)
 
@@ -27,7 +28,16 @@ def documents(data_dir: Path, n_questions: int) -> list[CorpusDocument]:
     path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
     unrevised = load_teacher_examples(path, limit=n_questions)
     revised = load_teacher_examples(path, revised=True, limit=n_questions)
-    return [CorpusDocument(e.question, e.choices, e.rationale) for e in unrevised + revised]
+    return [
+        CorpusDocument(
+            e.question,
+            e.choices,
+            e.rationale,
+            e.answer,
+            tuple((i, first_line(e.counterfactual_rationales[i])) for i in wrong_choice_indices(e)),
+        )
+        for e in unrevised + revised
+    ]
 
 
 def test_the_new_core_modules_import_without_torch_or_datasets():
@@ -38,24 +48,40 @@ def test_the_new_core_modules_import_without_torch_or_datasets():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
 
 
-def test_pre_training_pairs_write_a_rationale_from_a_task_input_or_continue_one():
+def test_pre_training_pairs_are_the_four_tasks_as_students_train_them():
     import numpy as np
 
-    document = CorpusDocument("Where is a cat?", ("box", "sky"), "Cats sit in boxes because boxes are warm.")
+    document = CorpusDocument(
+        "Where is a cat?", ("box", "sky"), "Cats sit in boxes because boxes are warm.", "box", ((1, "Cats fly."),)
+    )
     question = "Question: Where is a cat?\nChoices: (a) box (b) sky"
+    expected = {
+        f"[predict] {question}": "The answer is box",
+        f"[explain] {question}": document.text,
+        f"[factual] {question}": f"{document.text} So the answer is box.",
+        f"[counterfactual] {question} Rationale: Cats fly.": "So the answer is sky.",
+    }
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(40):
-        source, target = continuation_pair(document, rng)
-        if source.startswith("[continue]"):
-            assert source.startswith(f"[continue] {question}\nText:")
-            written = source.split("Text:")[1].split()
-            assert " ".join([*written, *target.split()]) == document.text
-            seen.add("continue")
-        else:
-            assert source in (f"[explain] {question}", f"[factual] {question}") and target == document.text
-            seen.add(source.split()[0])
-    assert seen == {"continue", "[explain]", "[factual]"}
+        source, target = pretraining_pair(document, rng)
+        assert expected[source] == target
+        seen.add(source)
+    assert seen == set(expected)
+    without = CorpusDocument(document.question, document.choices, document.text, "box")
+    assert all(not pretraining_pair(without, rng)[0].startswith("[counterfactual]") for _ in range(20))
+
+
+def test_a_base_pre_trained_in_bf16_is_saved_in_full_precision_and_other_precisions_are_refused(data_dir, tmp_path):
+    import torch
+
+    from distillation.ml.students import load_student
+
+    training = BasePretraining(steps=2, batch_size=4, max_input_tokens=48, max_target_tokens=24, precision="bf16")
+    directory = build_base_student(documents(data_dir, 8), tmp_path / "base", size=SMALL, training=training)
+    assert {p.dtype for p in load_student(directory).model.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        BasePretraining(precision="fp16")
 
 
 def test_the_base_is_built_once_resumes_and_reloads_offline(data_dir, tmp_path, monkeypatch):

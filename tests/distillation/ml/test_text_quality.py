@@ -15,6 +15,7 @@ from distillation.ml.text_quality import (
     is_empty,
     is_grounded,
     text_quality,
+    unmet_goals,
     vocabulary,
 )
 
@@ -46,6 +47,8 @@ def test_empty_means_no_letter_or_digit():
 def test_grounded_needs_a_content_word_of_its_own_question_or_choices():
     assert is_grounded("Libraries lend books.", "Where would you borrow a book?", CHOICES)
     assert is_grounded("You go to a grocery.", "Where would you borrow a book?", CHOICES)
+    assert is_grounded("The farmer's field.", "Where is the farmer?", CHOICES), "a possessive is its word"
+    assert is_grounded("Farmers' fields.", "Where is the farmer?", CHOICES)
     # "would", "where" are stop words; "you" is too short; "answer" names the task, not the question.
     assert not is_grounded("Where would you find the answer?", "Where would you borrow a book?", CHOICES)
     assert not is_grounded("This choice aligns with the context.", "Where would you borrow a book?", CHOICES)
@@ -70,6 +73,22 @@ def test_text_quality_shares_and_accuracy():
     assert quality.corpus_words == pytest.approx(9 / 15)
     assert quality.mean_length == pytest.approx(sum(len(i.explanation) for i in items) / 5)
     assert quality.accuracy == pytest.approx(2 / 5) and quality.chance == pytest.approx(1 / 5)
+
+
+def test_unmet_goals_names_each_missed_goal_with_its_figure():
+    books = ["You borrow books from a library.", "A library lends books.", "Libraries keep books to borrow."]
+    readable = text_quality([item(text) for text in books], vocabulary(books))
+    assert unmet_goals(readable) == []
+    same = text_quality([item("It is a place.") for _ in range(3)], vocabulary(["it is a place"]))
+    assert unmet_goals(same) == ["distinct 0% < 90%", "grounded 0% < 70%"]
+    noise = text_quality([item("o the an an abbbbbbbb")] * 2 + [item("")], vocabulary(["the", "an"]))
+    assert unmet_goals(noise) == [
+        "non empty 67% < 98%",
+        "degenerate 67% > 5%",
+        "corpus words 60% < 90%",
+        "distinct 0% < 90%",
+        "grounded 0% < 70%",
+    ]
 
 
 def test_without_vocabulary_or_answers_those_measures_are_none():
