@@ -29,11 +29,11 @@ def demo_corpus(*, teacher_run: TeacherRun, limit: int | None = None) -> list:
     texts: dict[int, list[str]] = {}
     counterfactuals: dict[int, list[tuple[int, str]]] = {}
     for question_id, kind, choice, text in outputs.iterator(chunk_size=5000):
-        if kind == TeacherOutputKind.COUNTERFACTUAL:
-            if choice is not None and first_line(text).strip():
-                counterfactuals.setdefault(question_id, []).append((choice, first_line(text)))
-        else:
-            texts.setdefault(question_id, []).append(first_line(text))
+        line = first_line(text)
+        if kind != TeacherOutputKind.COUNTERFACTUAL:
+            texts.setdefault(question_id, []).append(line)
+        elif choice is not None and line.strip():
+            counterfactuals.setdefault(question_id, []).append((choice, line))
     question_ids = sorted(texts)[:limit] if limit else sorted(texts)
     questions = Question.objects.in_bulk(question_ids)
     return [
@@ -42,11 +42,7 @@ def demo_corpus(*, teacher_run: TeacherRun, limit: int | None = None) -> list:
             tuple(questions[pk].choices),
             text,
             questions[pk].answer,
-            tuple(
-                (choice, rationale)
-                for choice, rationale in counterfactuals.get(pk, [])
-                if choice < len(questions[pk].choices) and questions[pk].choices[choice] != questions[pk].answer
-            ),
+            _wrong_choice_rationales(questions[pk], counterfactuals.get(pk, [])),
         )
         for pk in question_ids
         for text in texts[pk]
