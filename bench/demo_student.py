@@ -1,8 +1,9 @@
 """Benchmark behind the demo student's choice: optimizer steps per second, and the text quality a budget buys.
 
-Run: ``.venv/bin/python bench/demo_student.py [--data-dir DIR] [--threads N]``. Measures steps per second of a
-small T5 trained from scratch (with a corpus-trained BPE tokenizer) at a few sizes, and of the demo student: the
-MiniLM-L6 warm start of ``distillation.ml.demo_student``.
+Run: ``.venv/bin/python bench/demo_student.py [--data-dir DIR] [--threads N] [--precision bf16]``. Measures the
+base's pre-training step (the four task formats, batches of 16) in steps per second, cut into length-sorted chunks
+as the base trains and as one padded batch, for a small T5 trained from scratch (with a corpus-trained BPE
+tokenizer) at a few sizes and for the demo student: the MiniLM-L6 warm start of ``distillation.ml.demo_student``.
 
 ``--quality-seconds S`` instead trains a candidate on the explain task (question and choices -> the teacher's
 rationale) for S seconds and prints the text-quality measures of its greedy explanations of 50 dev questions
@@ -25,10 +26,10 @@ from distillation.ml.demo_student import (
     BasePretraining,
     CorpusDocument,
     DemoStudentSize,
-    _batch,
     build_model,
     corpus_tokenizer,
     minilm_folder,
+    pretraining_step,
     tokenizer_texts,
 )
 from distillation.ml.tasks import load_teacher_examples
@@ -59,7 +60,8 @@ def scratch_t5(tokenizer, d_model: int = 128, n_layers: int = 2, n_heads: int = 
     return model
 
 
-def time_steps(model, make_batch) -> float:
+def time_steps(model, documents, tokenizer, training) -> float:
+    """Optimizer steps per second of the base's pre-training step on ``documents``."""
     import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -67,11 +69,28 @@ def time_steps(model, make_batch) -> float:
     for step in range(WARMUP_STEPS + TIMED_STEPS):
         if step == WARMUP_STEPS:
             started = time.perf_counter()
-        loss = model(**make_batch(step)).loss
-        loss.backward()
+        pretraining_step(model, documents, tokenizer, training, step)
         optimizer.step()
         optimizer.zero_grad()
     return TIMED_STEPS / (time.perf_counter() - started)
+
+
+def corpus_documents(examples) -> list[CorpusDocument]:
+    """The base's documents as the demo builds them: each rationale with the teacher's wrong-choice rationales."""
+    from distillation.ml.tasks import wrong_choice_indices
+
+    return [
+        CorpusDocument(
+            e.question,
+            e.choices,
+            e.rationale,
+            e.answer,
+            tuple(
+                (i, e.counterfactual_rationales[i]) for i in wrong_choice_indices(e) if e.counterfactual_rationales[i]
+            ),
+        )
+        for e in examples
+    ]
 
 
 def main() -> None:
@@ -104,24 +123,33 @@ def main() -> None:
         )
         return
     examples = load_teacher_examples(Path(args.data_dir) / "teacher" / "cqa-llama2-13b-train.jsonl.gz", limit=2000)
-    documents = [CorpusDocument(e.question, e.choices, e.rationale, e.answer) for e in examples]
+    documents = corpus_documents(examples)
     started = time.perf_counter()
     tokenizer = train_subword_tokenizer(tokenizer_texts(documents), vocab_size=SCRATCH_VOCABULARY)
     print(f"tokenizer ({SCRATCH_VOCABULARY:,} pieces, {len(documents)} texts): {time.perf_counter() - started:.1f} s")
-    training = BasePretraining(batch_size=16)
-    print("model                                   params    steps/s (batch 16)")
+    precision = args.precision
+    print(f"base pre-training steps of 16 (the four task formats), {precision}, {args.threads} threads")
+    print("model                                           params   steps/s   one padded batch")
     for d_model, n_layers, n_heads, d_ff in ((128, 2, 4, 512), (256, 2, 4, 1024), (384, 4, 6, 1024)):
         model = scratch_t5(tokenizer, d_model, n_layers, n_heads, d_ff)
-        n = sum(p.numel() for p in model.parameters())
-        rate = time_steps(model, lambda step: _batch(documents, tokenizer, training, step))
-        print(f"T5 from scratch d={d_model} layers={n_layers} ff={d_ff:<5}  {n / 1e6:5.1f}M   {rate:6.2f}")
+        print_rates(f"T5 from scratch d={d_model} layers={n_layers} ff={d_ff}", model, documents, tokenizer, precision)
     size = DemoStudentSize()
     model, minilm_tokenizer = MiniLmWarmStart(size).build(documents)
-    n = sum(p.numel() for p in model.parameters())
-    rate = time_steps(model, lambda step: _batch(documents, minilm_tokenizer, training, step))
-    print(
-        f"MiniLM warm start {size.encoder_layers} + {size.decoder_layers} layers (demo)   {n / 1e6:5.1f}M   {rate:6.2f}"
+    print_rates(
+        f"MiniLM warm start {size.encoder_layers} + {size.decoder_layers} (demo)",
+        model,
+        documents,
+        minilm_tokenizer,
+        precision,
     )
+
+
+def print_rates(name: str, model, documents, tokenizer, precision: str) -> None:
+    """Steps per second as the base trains (length-sorted chunks), and with each step one padded batch."""
+    n = sum(p.numel() for p in model.parameters())
+    chunked = time_steps(model, documents, tokenizer, BasePretraining(precision=precision))
+    padded = time_steps(model, documents, tokenizer, BasePretraining(precision=precision, max_chunks=1))
+    print(f"{name:<46}  {n / 1e6:5.1f}M   {chunked:6.2f}    {padded:6.2f}")
 
 
 class DemoSizeFromScratch:
@@ -146,7 +174,7 @@ class MiniLmWarmStart:
 
     def build(self, corpus: list[CorpusDocument]):
         folder = minilm_folder()
-        tokenizer, kept = corpus_tokenizer(folder, tokenizer_texts(corpus))
+        tokenizer, kept = corpus_tokenizer(folder, tokenizer_texts(corpus), self.size.min_piece_count)
         original = json.loads((folder / "config.json").read_text())["vocab_size"]
         print(f"word pieces kept: {len(kept):,} of MiniLM's {original:,}")
         return build_model(folder, tokenizer, kept, self.size, 0), tokenizer

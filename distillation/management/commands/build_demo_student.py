@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--teacher", help="Teacher name whose training-split outputs to read (default: newest).")
         parser.add_argument("--limit", type=int, help="Only the first N training questions.")
-        parser.add_argument("--steps", type=int, help="Pre-training steps (default 800).")
+        parser.add_argument("--steps", type=int, help="Pre-training steps (default 720).")
         parser.add_argument("--quiet", action="store_true")
 
     def handle(self, *args, **options):

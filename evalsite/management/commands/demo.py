@@ -31,7 +31,7 @@ PAPER_CONDITIONS = [("cf", "unrevised"), ("mt", "unrevised"), ("mtcf", "unrevise
 DEMO_STUDENT = "demo"
 DEFAULT_STUDENT = DEMO_STUDENT
 STUDENT_DEFAULTS = {
-    DEMO_STUDENT: {"steps": 60, "lr": 2e-4, "train_limit": 2000, "max_tokens": 128},
+    DEMO_STUDENT: {"steps": 40, "lr": 2e-4, "train_limit": 2000, "max_tokens": 128},
     "other": {"steps": 30, "lr": 1e-3, "train_limit": 256, "max_tokens": 128},
 }
 DEMO_BATCH_SIZE = 4  # questions per step
@@ -57,9 +57,9 @@ class Command(BaseCommand):
             "and reused, see README), tiny (a random tiny T5: the fast pipeline check, writes noise), tiny-causal, "
             "or a path / hub id (e.g. t5-base).",
         )
-        parser.add_argument("--steps", type=int, help="Training steps per student (demo: 60, others: 30).")
+        parser.add_argument("--steps", type=int, help="Training steps per student (demo: 40, others: 30).")
         parser.add_argument("--lr", type=float, help="Learning rate (demo: 2e-4, others: 1e-3).")
-        parser.add_argument("--base-steps", type=int, help="Pre-training steps of the demo student's base (800).")
+        parser.add_argument("--base-steps", type=int, help="Pre-training steps of the demo student's base (720).")
         parser.add_argument(
             "--batch-size", type=int, default=DEMO_BATCH_SIZE, help="Questions per step (each with all its tasks)."
         )

@@ -24,7 +24,7 @@ from distillation.ml.text import first_line
 SMALL = DemoStudentSize(encoder_layers=1, decoder_layers=1)
 
 
-def documents(data_dir: Path, n_questions: int) -> list[CorpusDocument]:
+def documents(data_dir: Path, n_questions: int | None) -> list[CorpusDocument]:
     path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
     unrevised = load_teacher_examples(path, limit=n_questions)
     revised = load_teacher_examples(path, revised=True, limit=n_questions)
@@ -118,3 +118,49 @@ def test_the_base_is_built_once_resumes_and_reloads_offline(data_dir, tmp_path, 
     again = build_base_student(corpus, directory, size=SMALL, training=training, progress=lambda *a: seen.append(a))
     assert again == directory
     assert not seen, "a built base is reused without any work"
+
+
+def test_pieces_rarer_than_the_minimum_are_cut_yet_every_corpus_word_still_spells(data_dir):
+    from distillation.ml.demo_student import corpus_tokenizer, tokenizer_texts
+
+    texts = tokenizer_texts(documents(data_dir, 40))
+    every_piece, _ = corpus_tokenizer(minilm_folder(), texts)
+    frequent, kept = corpus_tokenizer(minilm_folder(), texts, min_count=5)
+    assert len(frequent) < len(every_piece) and len(kept) == len(frequent)
+    unknown = frequent.unk_token_id
+    for text in [*texts, "An açaí bowl, naïvely."]:
+        ids = frequent(text)["input_ids"]
+        assert unknown not in ids, text
+        assert frequent.decode(ids, skip_special_tokens=True) == every_piece.decode(
+            every_piece(text)["input_ids"], skip_special_tokens=True
+        )
+
+
+def test_a_step_cut_into_length_sorted_chunks_gives_the_loss_and_gradients_of_one_padded_batch(data_dir):
+    import numpy as np
+    import torch
+
+    from distillation.ml.demo_student import (
+        _step_tasks,
+        build_model,
+        corpus_tokenizer,
+        pretraining_step,
+        tokenizer_texts,
+    )
+    from distillation.ml.training import length_chunks
+
+    corpus = documents(data_dir, 24)
+    tokenizer, kept = corpus_tokenizer(minilm_folder(), tokenizer_texts(corpus))
+    model = build_model(minilm_folder(), tokenizer, kept, SMALL, seed=0)
+    probe = BasePretraining(batch_size=8, max_input_tokens=64, max_target_tokens=48)
+    data = _step_tasks(corpus, tokenizer, probe, step=3)
+    assert len(length_chunks(np.argsort(-data.sequence_lengths()), data, 4)) > 1, "the step is cut into chunks"
+    results = []
+    for chunks in (1, 4):
+        model.zero_grad(set_to_none=True)
+        training = BasePretraining(batch_size=8, max_input_tokens=64, max_target_tokens=48, max_chunks=chunks)
+        loss = pretraining_step(model, corpus, tokenizer, training, step=3)
+        results.append((loss, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (one_loss, one_grads), (chunked_loss, chunked_grads) = results
+    assert chunked_loss == pytest.approx(one_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(one_grads, chunked_grads, strict=True))
