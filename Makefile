@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-## The main job on embedded defaults (SQLite, in-process jobs, tiny models, no network).
+## The main job on embedded defaults (SQLite, in-process jobs, the small demo student, no network).
 demo: venv
 	DEBUG=1 $(PY) manage.py demo $(DEMO_ARGS)
 

@@ -1,6 +1,6 @@
 """The main job on embedded defaults: the whole study end to end, then the server.
 
-Imports CommonsenseQA and the paper's teacher outputs, trains tiny students for the paper's four
+Imports CommonsenseQA and the paper's teacher outputs, trains small students for the paper's four
 conditions, evaluates them, writes their explanations into a study (with the paper's two T5-large
 conditions when the data has them), opens it, optionally fills it with simulated annotators, analyses
 the ratings, and serves. Each step is idempotent, so a rerun picks up where the last one stopped.
