@@ -23,7 +23,7 @@ TRAINING_QUESTIONS = 512
 DEV_QUESTIONS = 50
 
 
-@pytest.mark.slow  # the demo's base (720 steps) and four fine-tunings: about 11 minutes on two cores
+@pytest.mark.slow  # the demo's base (720 steps) and four fine-tunings: about 12 minutes on two cores
 def test_the_demo_students_four_conditions_meet_the_readable_text_goals_on_dev_questions(data_dir: Path, tmp_path):
     teacher = data_dir / "teacher"
     # The demo's base: pre-trained on the whole training split's teacher texts, as the demo builds it.
