@@ -27,6 +27,7 @@ from distillation.ml.demo_student import (
     CorpusDocument,
     DemoStudentSize,
     build_model,
+    corpus_documents,
     corpus_tokenizer,
     minilm_folder,
     pretraining_step,
@@ -73,24 +74,6 @@ def time_steps(model, documents, tokenizer, training) -> float:
         optimizer.step()
         optimizer.zero_grad()
     return TIMED_STEPS / (time.perf_counter() - started)
-
-
-def corpus_documents(examples) -> list[CorpusDocument]:
-    """The base's documents as the demo builds them: each rationale with the teacher's wrong-choice rationales."""
-    from distillation.ml.tasks import wrong_choice_indices
-
-    return [
-        CorpusDocument(
-            e.question,
-            e.choices,
-            e.rationale,
-            e.answer,
-            tuple(
-                (i, e.counterfactual_rationales[i]) for i in wrong_choice_indices(e) if e.counterfactual_rationales[i]
-            ),
-        )
-        for e in examples
-    ]
 
 
 def main() -> None:

@@ -62,6 +62,25 @@ class CorpusDocument:
     counterfactuals: tuple[tuple[int, str], ...] = ()
 
 
+def corpus_documents(examples: Sequence[Any]) -> list[CorpusDocument]:
+    """Teacher examples read from a file as the base's documents, as ``demo_corpus`` reads them from the database:
+    the first line of each rationale, with the first lines of the teacher's rationales for the wrong choices."""
+    from distillation.ml.tasks import wrong_choice_indices
+    from distillation.ml.text import first_line
+
+    return [
+        CorpusDocument(
+            e.question,
+            e.choices,
+            first_line(e.rationale),
+            e.answer,
+            tuple((i, first_line(e.counterfactual_rationales[i])) for i in wrong_choice_indices(e)),
+        )
+        for e in examples
+        if first_line(e.rationale)
+    ]
+
+
 @dataclass(frozen=True)
 class DemoStudentSize:
     """How much of MiniLM-L6 the student keeps: its first layers encode, its last layers decode, and of its word

@@ -179,7 +179,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_the_demo_students_corpus_from_the_database_is_the_teacher_files_rows(imported_cqa, data_dir, tmp_path):
     """What the demo's base model learns from: each imported rationale and revision with its question's answer and
     the rationales for its wrong choices, exactly as the teacher file has them."""
-    from distillation.ml.demo_student import CorpusDocument
+    from distillation.ml.demo_student import CorpusDocument, corpus_documents
     from distillation.ml.tasks import load_teacher_examples, wrong_choice_indices
     from distillation.ml.text import first_line
     from distillation.services.demo_student import demo_corpus
@@ -194,4 +194,6 @@ def test_the_demo_students_corpus_from_the_database_is_the_teacher_files_rows(im
             expected.append(CorpusDocument(e.question, e.choices, first_line(e.rationale), e.answer, wrong))
     corpus = demo_corpus(teacher_run=TeacherRun.objects.get(teacher__name="six"))
     assert sorted(corpus, key=repr) == sorted(expected, key=repr)
+    from_file = corpus_documents(load_teacher_examples(file) + load_teacher_examples(file, revised=True))
+    assert sorted(from_file, key=repr) == sorted(expected, key=repr), "the file's documents are the database's"
     assert all(document.counterfactuals for document in corpus), "each has the wrong choices' rationales"

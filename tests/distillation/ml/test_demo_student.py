@@ -15,11 +15,11 @@ from distillation.ml.demo_student import (
     CorpusDocument,
     DemoStudentSize,
     build_base_student,
+    corpus_documents,
     minilm_folder,
     pretraining_pair,
 )
-from distillation.ml.tasks import load_teacher_examples, wrong_choice_indices
-from distillation.ml.text import first_line
+from distillation.ml.tasks import load_teacher_examples
 
 SMALL = DemoStudentSize(encoder_layers=1, decoder_layers=1)
 
@@ -27,17 +27,7 @@ SMALL = DemoStudentSize(encoder_layers=1, decoder_layers=1)
 def documents(data_dir: Path, n_questions: int | None) -> list[CorpusDocument]:
     path = data_dir / "teacher" / "cqa-llama2-13b-train.jsonl.gz"
     unrevised = load_teacher_examples(path, limit=n_questions)
-    revised = load_teacher_examples(path, revised=True, limit=n_questions)
-    return [
-        CorpusDocument(
-            e.question,
-            e.choices,
-            e.rationale,
-            e.answer,
-            tuple((i, first_line(e.counterfactual_rationales[i])) for i in wrong_choice_indices(e)),
-        )
-        for e in unrevised + revised
-    ]
+    return corpus_documents(unrevised + load_teacher_examples(path, revised=True, limit=n_questions))
 
 
 def test_the_new_core_modules_import_without_torch_or_datasets():
