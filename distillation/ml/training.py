@@ -388,6 +388,11 @@ def native_bf16() -> bool:
     return any(bool(getattr(cpu, check, lambda: False)()) for check in checks)
 
 
+def native_precision() -> str:
+    """The fastest training precision this machine computes natively: "bf16" where ``native_bf16``, else "fp32"."""
+    return "bf16" if native_bf16() else "fp32"
+
+
 def train_student(
     config: TrainingConfig,
     examples: Sequence[TeacherExample],

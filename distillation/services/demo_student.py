@@ -68,10 +68,10 @@ def demo_base_build(
     trains under bf16 autocast where the CPU multiplies bf16 in hardware, else in fp32.
     """
     from distillation.ml.demo_student import BasePretraining, DemoStudentSize, base_fingerprint, build_base_student
-    from distillation.ml.training import native_bf16
+    from distillation.ml.training import native_precision
 
     documents = demo_corpus(teacher_run=teacher_run, limit=limit)
-    size, training = DemoStudentSize(), BasePretraining(precision="bf16" if native_bf16() else "fp32")
+    size, training = DemoStudentSize(), BasePretraining(precision=native_precision())
     if steps:
         training = replace(training, steps=steps)
     directory = Path(settings.VAR_DIR) / DEMO_BASES_DIR / base_fingerprint(documents, size, training)

@@ -128,7 +128,7 @@ class Command(BaseCommand):
 
     def _students(self, options) -> list:
         from distillation import jobs
-        from distillation.ml.training import native_bf16
+        from distillation.ml.training import native_precision
         from distillation.models import StudentRun
         from distillation.services.students import default_teacher_run, student_run_create
         from evalsite.commands import run_job_with_progress
@@ -138,7 +138,7 @@ class Command(BaseCommand):
         demo = options["student"] == DEMO_STUDENT
         base_checkpoint = self._demo_base(options["base_steps"]) if demo else options["student"]
         # bf16 autocast where the hardware multiplies bf16 (measured 1.3x the steps per second on 2 cores).
-        precision = "bf16" if native_bf16() else "fp32"
+        precision = native_precision()
         runs = []
         for method, data in PAPER_CONDITIONS:
             name = f"demo {options['student']} {method}-{data}"

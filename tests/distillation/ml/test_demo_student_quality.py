@@ -15,7 +15,7 @@ from distillation.ml.demo_student import BasePretraining, build_base_student
 from distillation.ml.inference import InferenceConfig, generate_explanations
 from distillation.ml.tasks import load_teacher_examples
 from distillation.ml.text_quality import ExplainedQuestion, text_quality, unmet_goals, vocabulary
-from distillation.ml.training import TrainingConfig, native_bf16, train_student
+from distillation.ml.training import TrainingConfig, native_precision, train_student
 from evalsite.management.commands.demo import DEMO_BATCH_SIZE, DEMO_STUDENT, PAPER_CONDITIONS, STUDENT_DEFAULTS
 from tests.distillation.ml.test_demo_student import documents
 
@@ -28,7 +28,7 @@ def test_the_demo_students_four_conditions_meet_the_readable_text_goals_on_dev_q
     teacher = data_dir / "teacher"
     # The demo's base: pre-trained on the whole training split's teacher texts, as the demo builds it.
     corpus = documents(data_dir, None)
-    precision = "bf16" if native_bf16() else "fp32"
+    precision = native_precision()
     base = build_base_student(corpus, tmp_path / "base", training=BasePretraining(precision=precision))
     dev = load_teacher_examples(teacher / "cqa-llama2-13b-validation.jsonl.gz", limit=DEV_QUESTIONS)
     words = vocabulary([d.question for d in corpus] + [c for d in corpus for c in d.choices] + [d.text for d in corpus])
